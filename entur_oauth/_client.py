@@ -1,0 +1,477 @@
+"""EnturClient: authlib's AsyncOAuth2Client made to speak Entur.
+
+authlib builds and sends the client-credentials grant. This module adds what Entur needs
+on top, each at the narrowest point authlib offers:
+
+* a registered client-auth method that sends the JSON body Entur documents, with
+  ``audience`` on every fetch (authlib drops it on its own re-fetch, authlib#783);
+* a ``_fetch_token`` override that reads the token response defensively (size cap, typed
+  errors, no secret in any exception; authlib raises ``HTTPStatusError`` whose request body
+  holds the secret);
+* token lifecycle in :class:`TokenManager` instead of authlib's ``ensure_active_token``,
+  which holds a lock on every request and never fetches the first client-credentials
+  token (authlib#531);
+* a ``send`` override that adds the bearer only to the API's own hosts, without an httpx
+  auth flow (cheaper per request), and maps 401/403/408 to Entur's meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import httpx2
+from anyio.abc import TaskGroup
+
+from ._authlib import AsyncOAuth2Client
+from ._clock import Clock, SystemClock
+from ._codec import TokenCodec, store_key
+from ._config import read_env, resolve_environment, validate_client_name
+from ._environments import Environment, is_loopback_host
+from ._errors import (
+    APIError,
+    ConfigurationError,
+    EventLoopError,
+    ForbiddenError,
+    SessionTimeoutError,
+    TokenRequestError,
+    UnauthorizedError,
+)
+from ._loop import current_loop
+from ._manager import TokenManager
+from ._policy import RefreshPolicy, RetryPolicy
+from ._secrets import Secret
+from ._stores import TokenStore, default_memory_store
+from ._token import MAX_BODY_BYTES, Token, parse_token_response
+
+__all__ = ["EnturClient"]
+
+logger = logging.getLogger("entur_oauth")
+
+_AUTH_METHOD = "entur_client_secret_json"
+_USE_DEFAULT = httpx2.USE_CLIENT_DEFAULT
+_STATUS_MESSAGES = {
+    401: (
+        UnauthorizedError,
+        "Entur answered 401 Unauthorized for {url} even with a freshly fetched token: the "
+        "token is missing, invalid or expired for this API. Check that the client belongs "
+        "to this environment ({env}) and that the API accepts its audience.",
+    ),
+    403: (
+        ForbiddenError,
+        "Entur answered 403 Forbidden for {url}: the token is valid but the client lacks "
+        "permission for this endpoint. Ask Entur (or your organisation's "
+        "Brukeradministrator) to grant the client access to it.",
+    ),
+    408: (
+        SessionTimeoutError,
+        "Entur answered 408 Session timeout for {url} even after a retry with a new token: "
+        "the token expired while the request was processed. Try again; if it persists, "
+        "check the system clock and the request's duration.",
+    ),
+}
+
+
+def _json_client_auth(audience: str) -> Any:
+    """Return the client-auth hook that turns authlib's form body into Entur's JSON body."""
+
+    def encode(client: Any, method: str, uri: str, headers: httpx2.Headers, body: bytes) -> tuple[str, httpx2.Headers, bytes]:
+        raw = body.decode() if isinstance(body, bytes) else (body or "")
+        fields: dict[str, str] = dict(parse_qsl(raw, keep_blank_values=True))
+        secret = client.client_secret
+        fields["client_id"] = client.client_id
+        fields["client_secret"] = secret.reveal() if isinstance(secret, Secret) else secret
+        fields.setdefault("audience", audience)
+        headers["Content-Type"] = "application/json"
+        return uri, headers, json.dumps(fields).encode()
+
+    return encode
+
+
+class EnturClient(AsyncOAuth2Client):
+    """An ``httpx2.AsyncClient`` for Entur's APIs that handles authentication for you.
+
+    With ``client_id`` and ``client_secret`` it fetches an OAuth2 client-credentials token
+    on first use, reuses it, and renews it before it expires; without them it is a client
+    for Entur's open APIs. Either way every request carries ``ET-Client-Name``.
+
+    Args:
+        client_id: The client id from Entur Partner; ``None`` for the open APIs.
+        client_secret: The client secret (``str`` or :class:`Secret`); never printed.
+        client_name: ``ET-Client-Name``, as ``<company>-<application>``.
+        environment: ``"production"``, ``"staging"``, ``"dev"`` or an :class:`Environment`.
+        token_store: Where tokens are shared; default: one in-memory store per process.
+        refresh: When tokens are renewed (:class:`RefreshPolicy`).
+        retry: How the token endpoint is retried (:class:`RetryPolicy`).
+        task_group: Run the background refresher in this task group instead of one the
+            client opens in ``async with`` (only with ``RefreshPolicy(background=True)``).
+        clock: Time source, for tests.
+        **httpx_options: Any ``httpx2.AsyncClient`` option (``transport``, ``timeout``,
+            ``headers``, ``event_hooks``, ``limits``, ...). ``base_url`` defaults to the
+            environment's API base.
+
+    Raises:
+        ConfigurationError: A setting is missing or invalid.
+    """
+
+    def __init__(
+        self,
+        client_id: str | None = None,
+        client_secret: str | Secret | None = None,
+        *,
+        client_name: str,
+        environment: str | Environment = "production",
+        token_store: TokenStore | None = None,
+        refresh: RefreshPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        task_group: TaskGroup | None = None,
+        clock: Clock | None = None,
+        **httpx_options: Any,
+    ) -> None:
+        # Validate everything before authlib and httpx build anything, so a bad setting
+        # leaves no half-built client behind (authlib's __del__ trips over those).
+        env = resolve_environment(environment)
+        name = validate_client_name(client_name)
+        if (client_id is None) != (client_secret is None) or client_id == "" or client_secret == "":
+            raise ConfigurationError(
+                "Give both client_id and client_secret (a partner-API client) or neither "
+                "(an open-API client); one of them is missing or empty."
+            )
+        secret = Secret(client_secret) if isinstance(client_secret, str) else client_secret
+        refresh = refresh or RefreshPolicy()
+        retry = retry or RetryPolicy()
+        if token_store is not None and not isinstance(token_store, TokenStore):
+            raise ConfigurationError(
+                f"token_store must implement TokenStore (get, set, delete, lock), "
+                f"not {type(token_store).__name__}."
+            )
+        unknown = set(httpx_options) - _HTTPX_OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown option(s) {sorted(unknown)}: EnturClient takes the Entur options "
+                "and the httpx2.AsyncClient options only."
+            )
+        headers = httpx2.Headers(httpx_options.pop("headers", None))
+        headers["ET-Client-Name"] = name
+        httpx_options.setdefault("base_url", env.api_base_url)
+
+        super().__init__(
+            client_id=client_id,
+            client_secret=secret,
+            token_endpoint_auth_method=_AUTH_METHOD if client_id else None,
+            token_endpoint=env.token_url,
+            grant_type="client_credentials",
+            headers=headers,
+            **httpx_options,
+        )
+        self.environment = env
+        self.client_name = name
+        self._clock: Clock = clock or SystemClock()
+        self._task_group = task_group
+        self._exit_stack: AsyncExitStack | None = None
+        self._loop: object = None
+        self._token_origins = _origins(env)
+        self._manager: TokenManager | None = None
+        if client_id is not None and secret is not None:
+            self.register_client_auth_method((_AUTH_METHOD, _json_client_auth(env.audience)))
+            key = store_key(env.token_url, env.audience, client_id)
+            self._manager = TokenManager(
+                self._request_token,
+                clock=self._clock,
+                refresh=refresh,
+                retry=retry,
+                store=token_store if token_store is not None else default_memory_store(),
+                store_key=key,
+                codec=TokenCodec(secret, key),
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build a client from ``ENTUR_*`` environment variables.
+
+        Reads ``ENTUR_CLIENT_ID``, ``ENTUR_CLIENT_SECRET``, ``ENTUR_CLIENT_NAME``,
+        ``ENTUR_ENVIRONMENT`` (default ``production``) and, for a custom environment,
+        ``ENTUR_TOKEN_URL``, ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL``. Keyword arguments
+        override what the variables say (pass ``client_id=None, client_secret=None`` for an
+        open-API client).
+
+        Raises:
+            ConfigurationError: A required variable is missing; the message names it.
+        """
+        settings = read_env(
+            environ if environ is not None else os.environ,
+            require_credentials=not {"client_id", "client_secret"} <= set(overrides),
+            require_name="client_name" not in overrides,
+        )
+        kwargs: dict[str, Any] = {
+            "client_id": settings.client_id,
+            "client_secret": settings.client_secret,
+            "client_name": settings.client_name,
+            "environment": settings.environment,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- tokens --------------------------------------------------------------------------
+
+    async def get_access_token(self) -> str:
+        """Return a valid access token, reused or freshly fetched, to hand to another library.
+
+        Raises:
+            ConfigurationError: This is an open-API client (no credentials).
+            TokenRequestError: No token could be fetched.
+        """
+        return (await self._current_token()).access_token
+
+    async def _current_token(self) -> Token:
+        manager = self._manager
+        if manager is None:
+            raise ConfigurationError(
+                "This client has no client_id/client_secret, so it has no token; create it "
+                "with credentials (or ENTUR_CLIENT_ID/ENTUR_CLIENT_SECRET) for partner APIs."
+            )
+        self._check_loop()
+        token = manager.token
+        if token is None or manager.clock.monotonic() >= manager.advisory_at:
+            token = await manager.get()
+        return token
+
+    async def ensure_active_token(self, token: Any = None) -> bool:
+        """authlib's hook, answered by the token manager (fetches with ``audience``)."""
+        await self._current_token()
+        return True
+
+    async def _request_token(self) -> Token:
+        """Ask the token endpoint once, through authlib's grant; our ``_fetch_token`` reads it."""
+        try:
+            token: Token = await self.fetch_token(self.environment.token_url)
+        except TokenRequestError:
+            raise
+        except httpx2.TimeoutException as exc:
+            raise TokenRequestError(
+                f"The token request to {self.environment.token_url} timed out "
+                f"({type(exc).__name__}); it is retried automatically. Check network access "
+                "to the token endpoint.",
+                retryable=True,
+            ) from None
+        except httpx2.TransportError as exc:
+            raise TokenRequestError(
+                f"Could not reach the token endpoint {self.environment.token_url} "
+                f"({type(exc).__name__}: {exc}); check the network, proxy and DNS.",
+                retryable=True,
+            ) from None
+        return token
+
+    async def _fetch_token(
+        self,
+        url: str,
+        body: str = "",
+        headers: Any = None,
+        auth: Any = _USE_DEFAULT,
+        method: str = "POST",
+        **kwargs: Any,
+    ) -> Token:
+        # authlib has prepared the grant (body, headers, client auth); we send it and read
+        # the answer ourselves: at most MAX_BODY_BYTES, and into typed errors only.
+        manager = self._manager
+        assert manager is not None  # only clients with credentials fetch
+        request = self.build_request(
+            method,
+            url,
+            data=dict(parse_qsl(body, keep_blank_values=True)),
+            headers=headers,
+            timeout=manager.retry.timeout,
+        )
+        clock = manager.clock
+        sent_monotonic, sent_wall = clock.monotonic(), clock.time()
+        # httpx2.AsyncClient.send directly: token requests never get a bearer or API mapping.
+        response = await httpx2.AsyncClient.send(self, request, auth=auth, stream=True)
+        try:
+            content = bytearray()
+            truncated = False
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > MAX_BODY_BYTES:
+                    truncated = True
+                    break
+        except httpx2.HTTPError as exc:
+            raise TokenRequestError(
+                f"Reading the token response failed ({type(exc).__name__}); it is retried "
+                "automatically.",
+                status_code=response.status_code,
+                retryable=True,
+            ) from None
+        finally:
+            await response.aclose()
+        return parse_token_response(
+            response.status_code,
+            response.headers,
+            bytes(content),
+            sent_monotonic=sent_monotonic,
+            sent_wall=sent_wall,
+            redact=(self.client_secret.reveal(),) if isinstance(self.client_secret, Secret) else (),
+            truncated=truncated,
+            where=f"The token endpoint {url}",
+        )
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def request(  # type: ignore[override]
+        self, method: str, url: httpx2.URL | str, *, withhold_token: bool = False, **kwargs: Any
+    ) -> httpx2.Response:
+        """Send a request (see ``httpx2.AsyncClient.request``); ``withhold_token`` skips the bearer."""
+        if withhold_token:
+            kwargs["auth"] = None
+        # Skip authlib's request(): it demands a token up front and holds a lock per call.
+        return await httpx2.AsyncClient.request(self, method, url, **kwargs)
+
+    def stream(  # type: ignore[override]
+        self, method: str, url: httpx2.URL | str, *, withhold_token: bool = False, **kwargs: Any
+    ) -> AbstractAsyncContextManager[httpx2.Response]:
+        """Stream a response (see ``httpx2.AsyncClient.stream``); 401/408 are retried too."""
+        if withhold_token:
+            kwargs["auth"] = None
+        return httpx2.AsyncClient.stream(self, method, url, **kwargs)
+
+    async def send(
+        self,
+        request: httpx2.Request,
+        *,
+        stream: bool = False,
+        auth: httpx2.Auth | Any = _USE_DEFAULT,
+        follow_redirects: bool | Any = _USE_DEFAULT,
+    ) -> httpx2.Response:
+        """Send ``request``, adding the bearer token when it goes to the API's own hosts."""
+        loop = current_loop()
+        if loop is not self._loop:
+            self._check_loop(loop)
+        url = request.url
+        if (url.scheme, url.netloc) not in self._token_origins:
+            # Not an Entur API host we know: no token, no Entur status mapping.
+            return await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+        manager = self._manager
+        if manager is None or auth is not _USE_DEFAULT:
+            response = await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+            return await self._raise_for_entur_status(request, response, stream)
+        token = manager.token
+        if token is None or manager.clock.monotonic() >= manager.advisory_at:
+            token = await manager.get()
+        request.headers["Authorization"] = token.authorization
+        response = await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+        status = response.status_code
+        if (status == 401 or status == 408) and isinstance(request.stream, httpx2.ByteStream):
+            # The token was rejected or expired mid-flight: one retry with a new token.
+            await response.aclose()
+            logger.debug("API answered %d; retrying once with a new token", status)
+            await manager.invalidate(token)
+            token = await manager.get()
+            request.headers["Authorization"] = token.authorization
+            response = await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+            status = response.status_code
+        if status in _STATUS_MESSAGES:
+            return await self._raise_for_entur_status(request, response, stream)
+        return response
+
+    async def _raise_for_entur_status(
+        self, request: httpx2.Request, response: httpx2.Response, stream: bool
+    ) -> httpx2.Response:
+        mapped = _STATUS_MESSAGES.get(response.status_code)
+        if mapped is None:
+            return response
+        error_class, template = mapped
+        if stream:
+            # Read the (small) error body so the exception's response is usable, and close it.
+            await response.aread()
+        # The exception keeps the request for the user; the token is taken off it first.
+        request.headers.pop("Authorization", None)
+        url = request.url.copy_with(query=None)
+        raise error_class(template.format(url=url, env=self.environment.name), request=request, response=response)
+
+    def _check_loop(self, loop: object | None = None) -> None:
+        loop = current_loop() if loop is None else loop
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise EventLoopError(
+                "This EnturClient was first used in another event loop (or another "
+                "anyio.run); a client and its connections belong to one event loop. Create "
+                "one client per event loop, e.g. inside the function you pass to anyio.run."
+            )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        manager = self._manager
+        if manager is not None and manager.refresh.background:
+            self._exit_stack = AsyncExitStack()
+            task_group = self._task_group
+            if task_group is None:
+                task_group = await self._exit_stack.enter_async_context(anyio.create_task_group())
+                self._exit_stack.callback(task_group.cancel_scope.cancel)
+            await task_group.start(manager.run_refresher)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        try:
+            if self._exit_stack is not None:
+                stack, self._exit_stack = self._exit_stack, None
+                await stack.aclose()
+        finally:
+            await super().__aexit__(exc_type, exc_value, traceback)
+
+    def __repr__(self) -> str:
+        kind = f"client_id={self.client_id!r}" if self._manager else "open API"
+        return f"<EnturClient environment={self.environment.name!r} {kind} client_name={self.client_name!r}>"
+
+    def __del__(self) -> None:
+        # authlib's __del__ only breaks a reference cycle and raises on half-built
+        # clients ("Exception ignored in ..."); the garbage collector handles the cycle.
+        pass
+
+
+_HTTPX_OPTIONS = frozenset(
+    {
+        "auth", "params", "headers", "cookies", "verify", "cert", "http1", "http2", "proxy",
+        "mounts", "timeout", "follow_redirects", "limits", "max_redirects", "event_hooks",
+        "base_url", "transport", "trust_env", "default_encoding",
+    }
+)
+
+
+def _origins(env: Environment) -> frozenset[tuple[str, bytes]]:
+    """Return the (scheme, netloc) pairs that may receive the bearer token."""
+    api = urlsplit(env.api_base_url)
+    origins: set[tuple[str, bytes]] = set()
+
+    def add(scheme: str, host: str, port: int | None) -> None:
+        default = 443 if scheme == "https" else 80
+        host = host.lower()
+        shown = f"[{host}]" if ":" in host else host
+        if port in (None, default):
+            origins.add((scheme, shown.encode()))
+            origins.add((scheme, f"{shown}:{default}".encode()))
+        else:
+            origins.add((scheme, f"{shown}:{port}".encode()))
+
+    assert api.hostname is not None  # Environment checked the URL
+    add(api.scheme, api.hostname, api.port)
+    for extra in env.extra_token_hosts:
+        parts = urlsplit(f"//{extra}")
+        if parts.hostname:
+            add("https", parts.hostname, parts.port)
+    # http:// only ever on loopback (Environment refuses it elsewhere).
+    return frozenset(o for o in origins if o[0] == "https" or is_loopback_host(o[1].decode().rsplit(":", 1)[0]))
+

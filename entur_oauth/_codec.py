@@ -1,0 +1,82 @@
+"""How a token is written to a shared store: JSON, encrypted and authenticated.
+
+The key is derived from the client secret (HKDF-SHA256) and the entry key is bound as
+associated data, so a reader of the file or the Redis key learns nothing usable, an entry
+cannot be moved to another key, and a rotated secret simply misses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ._secrets import Secret
+from ._token import Token
+
+__all__ = ["TokenCodec", "store_key"]
+
+_VERSION = b"eo1"
+_NONCE = 12
+
+
+def store_key(token_url: str, audience: str, client_id: str) -> str:
+    """Return the store key for one client: a hash of where, for what and who (no secret)."""
+    material = "\x00".join((token_url, audience, client_id)).encode()
+    return "entur-oauth:" + hashlib.sha256(material).hexdigest()[:32]
+
+
+class TokenCodec:
+    """Seals tokens for one store key with a key derived from the client secret."""
+
+    __slots__ = ("_aead", "_key")
+
+    def __init__(self, secret: Secret, key: str) -> None:
+        derived = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=key.encode(),
+            info=b"entur-oauth token store v1",
+        ).derive(secret.reveal().encode())
+        self._aead = AESGCM(derived)
+        self._key = key.encode()
+
+    def encode(self, token: Token) -> bytes:
+        """Return the sealed bytes for ``token``."""
+        plain = json.dumps(
+            {
+                "access_token": token.access_token,
+                "expires_at_wall": token.expires_at_wall,
+                "lifetime": token.lifetime,
+                "scope": token.scope,
+            }
+        ).encode()
+        nonce = os.urandom(_NONCE)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plain, self._key)
+
+    def decode(self, data: bytes, *, now_monotonic: float, now_wall: float) -> Token | None:
+        """Return the token sealed in ``data``, or ``None`` if it is corrupt, foreign or old."""
+        if not data.startswith(_VERSION) or len(data) < len(_VERSION) + _NONCE + 16:
+            return None
+        nonce = data[len(_VERSION) : len(_VERSION) + _NONCE]
+        try:
+            plain = self._aead.decrypt(nonce, data[len(_VERSION) + _NONCE :], self._key)
+            fields = json.loads(plain)
+            expires_at_wall = float(fields["expires_at_wall"])
+            remaining = expires_at_wall - now_wall
+            if remaining <= 0:
+                return None
+            return Token(
+                access_token=str(fields["access_token"]),
+                expires_at=now_monotonic + remaining,
+                expires_at_wall=expires_at_wall,
+                lifetime=float(fields["lifetime"]),
+                scope=fields.get("scope"),
+            )
+        except (InvalidTag, ValueError, KeyError, TypeError):
+            return None

@@ -1,0 +1,148 @@
+"""Settings that come from the user: client name validation and ``ENTUR_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ._environments import Environment, get_environment
+from ._errors import ConfigurationError
+from ._secrets import Secret
+
+__all__ = [
+    "ClientNameWarning",
+    "EnvSettings",
+    "read_env",
+    "resolve_environment",
+    "validate_client_name",
+]
+
+_RECOMMENDED_NAME = re.compile(r"^[a-z0-9]+(?:[._][a-z0-9]+)*-[a-z0-9][a-z0-9._-]*$")
+_VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
+
+
+class ClientNameWarning(UserWarning):
+    """Warned when ``ET-Client-Name`` is valid but not ``<company>-<application>``."""
+
+
+def validate_client_name(name: object) -> str:
+    """Check an ``ET-Client-Name`` value and return it.
+
+    Raises:
+        ConfigurationError: The name is empty, not a string, or holds whitespace, control or
+            non-ASCII characters (it could not be sent as an HTTP header as given).
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(
+            "client_name is required: Entur asks every request to carry ET-Client-Name "
+            "as '<company>-<application>', e.g. client_name='acme-journeyplanner' or "
+            "ENTUR_CLIENT_NAME=acme-journeyplanner."
+        )
+    if not _VISIBLE_ASCII.match(name):
+        raise ConfigurationError(
+            f"client_name {name!r} contains whitespace, control or non-ASCII characters; "
+            "use visible ASCII only, such as 'acme-journeyplanner'."
+        )
+    if not _RECOMMENDED_NAME.match(name):
+        warnings.warn(
+            f"ET-Client-Name {name!r} is not of the form '<company>-<application>' in lower "
+            "case (e.g. 'acme-journeyplanner'); Entur may throttle unidentified clients.",
+            ClientNameWarning,
+            stacklevel=4,
+        )
+    return name
+
+
+def _builtin_or_none(name: str) -> Environment | None:
+    try:
+        return get_environment(name)
+    except ConfigurationError:
+        return None
+
+
+def resolve_environment(environment: str | Environment) -> Environment:
+    """Return ``environment`` itself, or the built-in one it names."""
+    if isinstance(environment, Environment):
+        return environment
+    if isinstance(environment, str):
+        return get_environment(environment)
+    raise ConfigurationError(
+        f"environment must be a name ('production', 'staging', 'dev') or an Environment, "
+        f"not {type(environment).__name__}."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSettings:
+    """What ``ENTUR_*`` variables say, ready to pass to :class:`EnturClient`."""
+
+    client_id: str | None
+    client_secret: Secret | None
+    client_name: str | None
+    environment: str | Environment
+
+
+def read_env(
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_credentials: bool = True,
+    require_name: bool = True,
+) -> EnvSettings:
+    """Read ``ENTUR_*`` variables.
+
+    ``ENTUR_CLIENT_ID``/``ENTUR_CLIENT_SECRET`` (both or neither; required unless
+    ``require_credentials`` is false), ``ENTUR_CLIENT_NAME`` (required),
+    ``ENTUR_ENVIRONMENT`` (default ``production``), and ``ENTUR_TOKEN_URL``,
+    ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL`` to define a custom environment.
+
+    Raises:
+        ConfigurationError: A required variable is missing; the message names it.
+    """
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    client_id, secret = get("ENTUR_CLIENT_ID"), get("ENTUR_CLIENT_SECRET")
+    missing = [
+        name
+        for name, value in (("ENTUR_CLIENT_ID", client_id), ("ENTUR_CLIENT_SECRET", secret))
+        if value is None and (require_credentials or client_id or secret)
+    ]
+    client_name = get("ENTUR_CLIENT_NAME")
+    if client_name is None and require_name:
+        missing.append("ENTUR_CLIENT_NAME")
+    if missing:
+        raise ConfigurationError(
+            f"Missing environment variable(s): {', '.join(missing)}. Set ENTUR_CLIENT_ID and "
+            "ENTUR_CLIENT_SECRET from your client at entur-partner.entur.org, and "
+            "ENTUR_CLIENT_NAME to '<company>-<application>'."
+        )
+    env_name = get("ENTUR_ENVIRONMENT") or "production"
+    custom = {k: get(f"ENTUR_{k.upper()}") for k in ("token_url", "audience", "api_base_url")}
+    environment: str | Environment = env_name
+    if any(custom.values()):
+        base = _builtin_or_none(env_name)
+        values = {k: v or (getattr(base, k) if base else None) for k, v in custom.items()}
+        absent = [f"ENTUR_{k.upper()}" for k, v in values.items() if v is None]
+        if absent:
+            raise ConfigurationError(
+                f"A custom environment {env_name!r} needs {', '.join(absent)} too "
+                "(ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL define it)."
+            )
+        environment = Environment(
+            name=env_name,
+            token_url=str(values["token_url"]),
+            audience=str(values["audience"]),
+            api_base_url=str(values["api_base_url"]),
+        )
+    return EnvSettings(
+        client_id=client_id,
+        client_secret=Secret(secret) if secret else None,
+        client_name=client_name,
+        environment=environment,
+    )

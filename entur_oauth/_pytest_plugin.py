@@ -1,0 +1,1 @@
+"""pytest plugin for entur_oauth users (fixtures added by the test-kit work)."""

@@ -1,0 +1,287 @@
+"""The access token as a value, and the defensive parser that turns a token response into one.
+
+Every way a token endpoint (or a proxy in front of it) can answer ends here in either a
+:class:`Token` or a :class:`TokenRequestError`; nothing else escapes, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import InvalidCredentialsError, TokenRequestError
+from ._secrets import fingerprint
+
+__all__ = [
+    "DEFAULT_LIFETIME",
+    "MAX_BODY_BYTES",
+    "MAX_LIFETIME",
+    "MIN_LIFETIME",
+    "Token",
+    "parse_retry_after",
+    "parse_token_response",
+    "sanitize_snippet",
+]
+
+#: Lifetime assumed when neither ``expires_in`` nor the JWT ``exp`` is usable. Short on
+#: purpose: a token of unknown life is re-fetched soon rather than trusted for a day.
+DEFAULT_LIFETIME = 300.0
+#: Lifetimes are clamped to [MIN_LIFETIME, MAX_LIFETIME]: 0 or negative values would make
+#: every request fetch; huge ones would cache forever. Entur's tokens live 24 h.
+MIN_LIFETIME = 10.0
+MAX_LIFETIME = 7 * 24 * 3600.0
+#: Token responses larger than this are not read further: no real one comes near it.
+MAX_BODY_BYTES = 1024 * 1024
+#: Cap on how long a ``Retry-After`` may make us wait.
+MAX_RETRY_AFTER = 600.0
+
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_RETRYABLE_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
+_CREDENTIAL_ERRORS = frozenset(
+    {"access_denied", "invalid_client", "unauthorized_client", "invalid_grant"}
+)
+# RFC 6750 b64token, the characters a bearer token may have; anything else (CR/LF above all)
+# could smuggle a header.
+_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+_SNIPPET_LEN = 160
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An access token and when it expires.
+
+    ``expires_at`` is on the monotonic clock (immune to wall-clock jumps);
+    ``expires_at_wall`` is the same instant in epoch seconds, for stores shared between
+    processes and for display. The token text is kept out of ``repr``.
+    """
+
+    access_token: str = field(repr=False)
+    expires_at: float
+    expires_at_wall: float
+    lifetime: float
+    scope: str | None = None
+    fingerprint: str = ""
+    authorization: str = field(repr=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", fingerprint(self.access_token))
+        object.__setattr__(self, "authorization", f"Bearer {self.access_token}")
+
+    def claims(self) -> dict[str, Any]:
+        """Return the JWT payload, unverified (empty when the token is not a JWT)."""
+        return _jwt_claims(self.access_token)
+
+
+def sanitize_snippet(body: bytes | str, redact: Iterable[str] = ()) -> str:
+    """Return a short, printable excerpt of a response body with known secrets removed."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    for secret in redact:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return text if len(text) <= _SNIPPET_LEN else text[:_SNIPPET_LEN] + "..."
+
+
+def parse_retry_after(headers: Mapping[str, str], now_wall: float) -> float | None:
+    """Return seconds to wait from ``Retry-After`` (seconds or HTTP date) or Auth0's
+    ``x-ratelimit-reset`` (epoch seconds), capped at ``MAX_RETRY_AFTER``; ``None`` if absent.
+    """
+    value = headers.get("retry-after")
+    delay: float | None = None
+    if value is not None:
+        value = value.strip()
+        try:
+            delay = float(value)
+        except ValueError:
+            try:
+                delay = email.utils.parsedate_to_datetime(value).timestamp() - now_wall
+            except (TypeError, ValueError, IndexError, OverflowError):
+                delay = None
+    if delay is None and (reset := headers.get("x-ratelimit-reset")) is not None:
+        try:
+            reset_at = float(reset)
+        except ValueError:
+            reset_at = math.nan
+        # Auth0 sends an epoch timestamp; a small number can only be a delay in seconds.
+        delay = reset_at - now_wall if reset_at > 1e9 else reset_at
+    if delay is None or not math.isfinite(delay):
+        return None
+    return min(max(delay, 0.0), MAX_RETRY_AFTER)
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (binascii.Error, ValueError, RecursionError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    """Read a JSON number or numeric string; ``None`` for anything else (bools included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _lifetime(payload: Mapping[str, Any], access_token: str, sent_wall: float) -> float:
+    candidates = []
+    if (expires_in := _number(payload.get("expires_in"))) is not None:
+        candidates.append(expires_in)
+    if (exp := _number(_jwt_claims(access_token).get("exp"))) is not None:
+        candidates.append(exp - sent_wall)
+    lifetime = min(candidates) if candidates else DEFAULT_LIFETIME
+    return min(max(lifetime, MIN_LIFETIME), MAX_LIFETIME)
+
+
+def _error_fields(payload: object) -> tuple[str | None, str | None]:
+    if not isinstance(payload, dict):
+        return None, None
+    error, description = payload.get("error"), payload.get("error_description")
+    return (
+        sanitize_snippet(error) if isinstance(error, str) else None,
+        sanitize_snippet(description) if isinstance(description, str) else None,
+    )
+
+
+def _error_from_oauth(
+    status: int, error: str, description: str | None, retry_after: float | None, where: str
+) -> TokenRequestError:
+    detail = f"{error}: {description}" if description else error
+    if error in _CREDENTIAL_ERRORS:
+        return InvalidCredentialsError(
+            f"{where} rejected the client (HTTP {status}, {detail}). Check ENTUR_CLIENT_ID "
+            "and ENTUR_CLIENT_SECRET, that the client was created in this environment "
+            "(production, staging and dev have separate clients), and that the client is "
+            "granted access to this audience.",
+            status_code=status,
+            error=error,
+            error_description=description,
+            retry_after=retry_after,
+        )
+    retryable = error in _RETRYABLE_ERRORS or status in _RETRYABLE_STATUS
+    hint = "this is temporary; try again shortly" if retryable else "check the request settings"
+    return TokenRequestError(
+        f"{where} answered HTTP {status} with OAuth error {detail}; {hint}.",
+        status_code=status,
+        error=error,
+        error_description=description,
+        retry_after=retry_after,
+        retryable=retryable,
+    )
+
+
+def parse_token_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    sent_monotonic: float,
+    sent_wall: float,
+    redact: Iterable[str] = (),
+    truncated: bool = False,
+    where: str = "The token endpoint",
+) -> Token:
+    """Turn one token-endpoint response into a :class:`Token`.
+
+    ``sent_monotonic``/``sent_wall`` are the clocks read just before the request was sent,
+    so network time counts against the token's life, never in its favour.
+
+    Raises:
+        InvalidCredentialsError: The endpoint rejected the client.
+        TokenRequestError: Any other failure; ``retryable`` tells whether trying again may help.
+    """
+    redact = tuple(redact)
+    retry_after = parse_retry_after(headers, sent_wall)
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower() or "none"
+    if truncated:
+        raise TokenRequestError(
+            f"{where} answered HTTP {status} with a body over {MAX_BODY_BYTES} bytes "
+            f"({content_type}); this is not a token response. Check that the token URL is "
+            "right and that no proxy answers in its place.",
+            status_code=status,
+            retry_after=retry_after,
+            retryable=status in _RETRYABLE_STATUS,
+        )
+    try:
+        payload: object = json.loads(body)
+    except (ValueError, RecursionError):
+        payload = None
+    error, description = _error_fields(payload)
+
+    if not 200 <= status < 300 or error is not None:
+        if error is not None:
+            raise _error_from_oauth(status, error, description, retry_after, where)
+        retryable = status in _RETRYABLE_STATUS or status >= 500
+        snippet = sanitize_snippet(body, redact)
+        advice = (
+            "this is usually temporary; it is retried automatically"
+            if retryable
+            else "check the token URL, the environment and any proxy in between"
+        )
+        raise TokenRequestError(
+            f"{where} answered HTTP {status} ({content_type}): {snippet!r}; {advice}.",
+            status_code=status,
+            retry_after=retry_after,
+            retryable=retryable,
+        )
+
+    if not isinstance(payload, dict):
+        raise TokenRequestError(
+            f"{where} answered HTTP {status} with a body that is not a JSON object "
+            f"({content_type}): {sanitize_snippet(body, redact)!r}. A proxy or firewall "
+            "page in front of the endpoint is the usual cause; check the token URL.",
+            status_code=status,
+            retryable=True,
+        )
+    access_token = payload.get("access_token")
+    if not isinstance(access_token, str) or not _B64TOKEN.match(access_token):
+        problem = (
+            "no access_token"
+            if access_token is None
+            else "an access_token that is empty, not a string, or holds characters a "
+            "bearer token may not have"
+        )
+        raise TokenRequestError(
+            f"{where} answered HTTP {status} with {problem}; the response was not used. "
+            "Check that the token URL points at Entur's authentication service.",
+            status_code=status,
+            retryable=False,
+        )
+    token_type = payload.get("token_type", "Bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        shown = sanitize_snippet(token_type) if isinstance(token_type, str) else type(token_type).__name__
+        raise TokenRequestError(
+            f"{where} issued a token of type {shown!r}; only Bearer tokens are supported.",
+            status_code=status,
+            retryable=False,
+        )
+    lifetime = _lifetime(payload, access_token, sent_wall)
+    scope = payload.get("scope")
+    return Token(
+        access_token=access_token,
+        expires_at=sent_monotonic + lifetime,
+        expires_at_wall=sent_wall + lifetime,
+        lifetime=lifetime,
+        scope=scope if isinstance(scope, str) else None,
+    )

@@ -1,0 +1,78 @@
+"""Shared fixtures: both event loops, a clean environment, the fake Entur in-process and on
+a real loopback socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from entur_oauth._stores import default_memory_store
+from entur_oauth.testing import FakeEntur
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Run every async test under asyncio and under trio."""
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No ENTUR_* variable of the developer's shell, and no token from another test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("ENTUR_"):
+            monkeypatch.delenv(name)
+    default_memory_store().clear()
+    yield
+    default_memory_store().clear()
+
+
+@pytest.fixture
+def fake() -> FakeEntur:
+    """A fresh fake Entur, used in-process through ``fake.client()``."""
+    return FakeEntur()
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LoopbackServer:
+    """A real uvicorn server on 127.0.0.1 serving an ASGI app, in a thread of its own."""
+
+    def __init__(self, app: object) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def loopback_fake(fake: FakeEntur) -> Iterator[tuple[FakeEntur, str]]:
+    """The fake Entur served by uvicorn on a real loopback port: (fake, base URL)."""
+    with LoopbackServer(fake) as server:
+        yield fake, server.url
