@@ -12,7 +12,9 @@ import httpx2
 __all__ = ["AsyncOAuth2Client", "ClientAuthMethod"]
 
 #: authlib's client-auth hook: ``(client_auth, method, uri, headers, body) -> (uri, headers, body)``.
-ClientAuthMethod = Callable[[Any, str, str, httpx2.Headers, bytes], tuple[str, httpx2.Headers, bytes]]
+ClientAuthMethod = Callable[
+    [Any, str, str, httpx2.Headers, bytes], tuple[str, httpx2.Headers, bytes]
+]
 
 if TYPE_CHECKING:
 

@@ -82,7 +82,9 @@ _STATUS_MESSAGES = {
 def _json_client_auth(audience: str) -> Any:
     """Return the client-auth hook that turns authlib's form body into Entur's JSON body."""
 
-    def encode(client: Any, method: str, uri: str, headers: httpx2.Headers, body: bytes) -> tuple[str, httpx2.Headers, bytes]:
+    def encode(
+        client: Any, method: str, uri: str, headers: httpx2.Headers, body: bytes
+    ) -> tuple[str, httpx2.Headers, bytes]:
         raw = body.decode() if isinstance(body, bytes) else (body or "")
         fields: dict[str, str] = dict(parse_qsl(raw, keep_blank_values=True))
         secret = client.client_secret
@@ -355,16 +357,22 @@ class EnturClient(AsyncOAuth2Client):
         url = request.url
         if (url.scheme, url.netloc) not in self._token_origins:
             # Not an Entur API host we know: no token, no Entur status mapping.
-            return await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+            return await super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
         manager = self._manager
         if manager is None or auth is not _USE_DEFAULT:
-            response = await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+            response = await super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
             return await self._raise_for_entur_status(request, response, stream)
         token = manager.token
         if token is None or manager.clock.monotonic() >= manager.advisory_at:
             token = await manager.get()
         request.headers["Authorization"] = token.authorization
-        response = await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+        response = await super().send(
+            request, stream=stream, auth=auth, follow_redirects=follow_redirects
+        )
         status = response.status_code
         if (status == 401 or status == 408) and isinstance(request.stream, httpx2.ByteStream):
             # The token was rejected or expired mid-flight: one retry with a new token.
@@ -373,7 +381,9 @@ class EnturClient(AsyncOAuth2Client):
             await manager.invalidate(token)
             token = await manager.get()
             request.headers["Authorization"] = token.authorization
-            response = await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+            response = await super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
             status = response.status_code
         if status in _STATUS_MESSAGES:
             return await self._raise_for_entur_status(request, response, stream)
@@ -392,7 +402,9 @@ class EnturClient(AsyncOAuth2Client):
         # The exception keeps the request for the user; the token is taken off it first.
         request.headers.pop("Authorization", None)
         url = request.url.copy_with(query=None)
-        raise error_class(template.format(url=url, env=self.environment.name), request=request, response=response)
+        raise error_class(
+            template.format(url=url, env=self.environment.name), request=request, response=response
+        )
 
     def _check_loop(self, loop: object | None = None) -> None:
         loop = current_loop() if loop is None else loop
@@ -444,9 +456,25 @@ class EnturClient(AsyncOAuth2Client):
 
 _HTTPX_OPTIONS = frozenset(
     {
-        "auth", "params", "headers", "cookies", "verify", "cert", "http1", "http2", "proxy",
-        "mounts", "timeout", "follow_redirects", "limits", "max_redirects", "event_hooks",
-        "base_url", "transport", "trust_env", "default_encoding",
+        "auth",
+        "params",
+        "headers",
+        "cookies",
+        "verify",
+        "cert",
+        "http1",
+        "http2",
+        "proxy",
+        "mounts",
+        "timeout",
+        "follow_redirects",
+        "limits",
+        "max_redirects",
+        "event_hooks",
+        "base_url",
+        "transport",
+        "trust_env",
+        "default_encoding",
     }
 )
 
@@ -473,5 +501,6 @@ def _origins(env: Environment) -> frozenset[tuple[str, bytes]]:
         if parts.hostname:
             add("https", parts.hostname, parts.port)
     # http:// only ever on loopback (Environment refuses it elsewhere).
-    return frozenset(o for o in origins if o[0] == "https" or is_loopback_host(o[1].decode().rsplit(":", 1)[0]))
-
+    return frozenset(
+        o for o in origins if o[0] == "https" or is_loopback_host(o[1].decode().rsplit(":", 1)[0])
+    )

@@ -93,9 +93,7 @@ class APIError(EnturError, httpx2.HTTPStatusError):
     client secret; its ``Authorization`` header is removed before it is attached here.
     """
 
-    def __init__(
-        self, message: str, *, request: httpx2.Request, response: httpx2.Response
-    ) -> None:
+    def __init__(self, message: str, *, request: httpx2.Request, response: httpx2.Response) -> None:
         super().__init__(message, request=request, response=response)
 
     @property

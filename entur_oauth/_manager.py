@@ -248,8 +248,10 @@ class TokenManager:
     async def _fetch_with_retries(self) -> Token:
         now = self.clock.monotonic()
         if self._credentials_error is not None and now < self._credentials_error_until:
-            logger.debug("credentials were rejected %.0f s ago; not asking again yet",
-                         now - (self._credentials_error_until - self.retry.credentials_error_ttl))
+            logger.debug(
+                "credentials were rejected %.0f s ago; not asking again yet",
+                now - (self._credentials_error_until - self.retry.credentials_error_ttl),
+            )
             raise self._credentials_error
         deadline = now + self.retry.total
         attempt = 0
@@ -304,7 +306,9 @@ class TokenManager:
 
     # -- background refresh --------------------------------------------------------------
 
-    async def run_refresher(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run_refresher(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Renew the token at the start of each advisory window until cancelled.
 
         It never fetches the first token (that stays lazy, so opening a client makes no

@@ -270,7 +270,11 @@ def parse_token_response(
         )
     token_type = payload.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        shown = sanitize_snippet(token_type) if isinstance(token_type, str) else type(token_type).__name__
+        shown = (
+            sanitize_snippet(token_type)
+            if isinstance(token_type, str)
+            else type(token_type).__name__
+        )
         raise TokenRequestError(
             f"{where} issued a token of type {shown!r}; only Bearer tokens are supported.",
             status_code=status,

@@ -24,60 +24,13 @@ import httpx2
 
 from ._client import EnturClient
 from ._environments import Environment
+from ._fakeclock import FakeClock
 
 __all__ = ["FakeClock", "FakeEntur", "RecordedRequest", "ScriptedResponse"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-class FakeClock:
-    """A clock that moves only when told to (``advance``), or by itself on ``sleep``
-    with ``autojump=True``. Pass the same one to the client and to :class:`FakeEntur`.
-    """
-
-    def __init__(self, *, start: float = 1_800_000_000.0, autojump: bool = False) -> None:
-        self._wall_offset = start
-        self._now = 0.0
-        self.autojump = autojump
-        self._sleepers: list[tuple[float, anyio.Event]] = []
-
-    def monotonic(self) -> float:
-        """Seconds since the clock was made."""
-        return self._now
-
-    def time(self) -> float:
-        """The fake wall clock (epoch seconds)."""
-        return self._wall_offset + self._now
-
-    def jump_wall_clock(self, seconds: float) -> None:
-        """Move only the wall clock, as NTP or a user would; monotonic time is unchanged."""
-        self._wall_offset += seconds
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward and wake every sleeper whose time has come."""
-        self._now += max(seconds, 0.0)
-        due = [event for deadline, event in self._sleepers if deadline <= self._now]
-        self._sleepers = [(d, e) for d, e in self._sleepers if d > self._now]
-        for event in due:
-            event.set()
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait until the clock has moved ``seconds`` forward."""
-        if self.autojump:
-            self.advance(seconds)
-            await anyio.lowlevel.checkpoint()
-            return
-        if seconds <= 0:
-            await anyio.lowlevel.checkpoint()
-            return
-        event = anyio.Event()
-        self._sleepers.append((self._now + seconds, event))
-        await event.wait()
-
-    def __repr__(self) -> str:
-        return f"FakeClock(monotonic={self._now:.3f})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +111,16 @@ class FakeEntur:
 
     def fail_token(self, response: ScriptedResponse | int = 500, *, times: int = 1) -> None:
         """Make the next ``times`` token requests answer ``response`` (a status or a script)."""
-        scripted = response if isinstance(response, ScriptedResponse) else ScriptedResponse(response)
+        scripted = (
+            response if isinstance(response, ScriptedResponse) else ScriptedResponse(response)
+        )
         self.token_script.extend([scripted] * times)
 
     def fail_api(self, response: ScriptedResponse | int = 500, *, times: int = 1) -> None:
         """Make the next ``times`` API requests answer ``response`` (a status or a script)."""
-        scripted = response if isinstance(response, ScriptedResponse) else ScriptedResponse(response)
+        scripted = (
+            response if isinstance(response, ScriptedResponse) else ScriptedResponse(response)
+        )
         self.api_script.extend([scripted] * times)
 
     def revoke_all(self) -> None:
@@ -201,7 +158,10 @@ class FakeEntur:
             )
         base_url = base_url.rstrip("/")
         return Environment(
-            name="fake", token_url=base_url + self.TOKEN_PATH, audience=self.audience, api_base_url=base_url
+            name="fake",
+            token_url=base_url + self.TOKEN_PATH,
+            audience=self.audience,
+            api_base_url=base_url,
         )
 
     def transport(self) -> httpx2.AsyncBaseTransport:
@@ -285,16 +245,24 @@ class FakeEntur:
         if not isinstance(fields, dict):
             return 400, {"error": "invalid_request", "error_description": "Malformed body"}, {}
         if fields.get("grant_type") != "client_credentials":
-            return 403, {"error": "unsupported_grant_type", "error_description": "Unsupported grant type"}, {}
+            return (
+                403,
+                {"error": "unsupported_grant_type", "error_description": "Unsupported grant type"},
+                {},
+            )
         if fields.get("client_id") != self.client_id or not secrets.compare_digest(
             str(fields.get("client_secret", "")), self.client_secret
         ):
             return 401, {"error": "access_denied", "error_description": "Unauthorized"}, {}
         if fields.get("audience") != self.audience:
-            return 403, {
-                "error": "access_denied",
-                "error_description": f"Service not enabled within domain: {fields.get('audience')}",
-            }, {}
+            return (
+                403,
+                {
+                    "error": "access_denied",
+                    "error_description": f"Service not enabled within domain: {fields.get('audience')}",
+                },
+                {},
+            )
         now = self._now()
         lifetime = self.expires_in if self.expires_in is not None else 86400
         token = _jwt(
@@ -310,7 +278,11 @@ class FakeEntur:
             }
         )
         self._issued[token] = now + lifetime
-        payload: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "scope": "test:read"}
+        payload: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "scope": "test:read",
+        }
         if self.expires_in is not None:
             payload["expires_in"] = self.expires_in
         return 200, payload, {}
@@ -326,7 +298,11 @@ class FakeEntur:
         scheme, _, token = auth.partition(" ")
         exp = self._issued.get(token) if scheme.lower() == "bearer" else None
         if exp is None or exp <= self._now():
-            return 401, {"message": "Missing, invalid or expired token"}, {"www-authenticate": "Bearer"}
+            return (
+                401,
+                {"message": "Missing, invalid or expired token"},
+                {"www-authenticate": "Bearer"},
+            )
         if request.path.startswith(self.forbidden_paths):
             return 403, {"message": "Token lacks permission"}, {}
         return 200, {**echo, "authenticated": True}, {}
@@ -341,8 +317,15 @@ def _jwt(claims: dict[str, Any]) -> str:
     return f"{header}.{_b64(json.dumps(claims).encode())}.{_b64(secrets.token_bytes(32))}"
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str]) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in extra.items() if k.lower() != "content-type"]
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str]
+) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [
+        (k.lower().encode(), v.encode()) for k, v in extra.items() if k.lower() != "content-type"
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -17,7 +17,10 @@ async def test_two_hundred_concurrent_first_requests_make_one_token_request(
     """200 concurrent first calls over a real socket share one token fetch."""
     fake, url = loopback_fake
     async with EnturClient(
-        fake.client_id, fake.client_secret, client_name="test-app", environment=fake.environment(url)
+        fake.client_id,
+        fake.client_secret,
+        client_name="test-app",
+        environment=fake.environment(url),
     ) as client:
         statuses: list[int] = []
 

@@ -1,0 +1,55 @@
+"""A fake clock for tests: time moves only when told to."""
+
+from __future__ import annotations
+
+import anyio
+
+__all__ = ["FakeClock"]
+
+
+class FakeClock:
+    """A clock that moves only when told to (``advance``), or by itself on ``sleep``
+    with ``autojump=True``. Pass the same one to the client and to :class:`FakeEntur`.
+    """
+
+    def __init__(self, *, start: float = 1_800_000_000.0, autojump: bool = False) -> None:
+        self._wall_offset = start
+        self._now = 0.0
+        self.autojump = autojump
+        self._sleepers: list[tuple[float, anyio.Event]] = []
+
+    def monotonic(self) -> float:
+        """Seconds since the clock was made."""
+        return self._now
+
+    def time(self) -> float:
+        """The fake wall clock (epoch seconds)."""
+        return self._wall_offset + self._now
+
+    def jump_wall_clock(self, seconds: float) -> None:
+        """Move only the wall clock, as NTP or a user would; monotonic time is unchanged."""
+        self._wall_offset += seconds
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and wake every sleeper whose time has come."""
+        self._now += max(seconds, 0.0)
+        due = [event for deadline, event in self._sleepers if deadline <= self._now]
+        self._sleepers = [(d, e) for d, e in self._sleepers if d > self._now]
+        for event in due:
+            event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until the clock has moved ``seconds`` forward."""
+        if self.autojump:
+            self.advance(seconds)
+            await anyio.lowlevel.checkpoint()
+            return
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        self._sleepers.append((self._now + seconds, event))
+        await event.wait()
+
+    def __repr__(self) -> str:
+        return f"FakeClock(monotonic={self._now:.3f})"
