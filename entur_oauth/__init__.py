@@ -2,10 +2,6 @@
 ``ET-Client-Name``, on asyncio and trio.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
 from ._client import EnturClient
 from ._config import ClientNameWarning
 from ._environments import Environment, get_environment
@@ -46,7 +42,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "__version__":
         from importlib.metadata import version
 

@@ -11,7 +11,7 @@ import httpx2
 
 __all__ = ["AsyncOAuth2Client", "ClientAuthMethod"]
 
-#: authlib's client-auth hook: ``(client_auth, method, uri, headers, body) -> (uri, headers, body)``.
+#: authlib's client-auth hook: ``(auth, method, uri, headers, body) -> (uri, headers, body)``.
 ClientAuthMethod = Callable[
     [Any, str, str, httpx2.Headers, bytes], tuple[str, httpx2.Headers, bytes]
 ]

@@ -36,7 +36,6 @@ from ._codec import TokenCodec, store_key
 from ._config import read_env, resolve_environment, validate_client_name
 from ._environments import Environment, is_loopback_host
 from ._errors import (
-    APIError,
     ConfigurationError,
     EventLoopError,
     ForbiddenError,
@@ -325,10 +324,10 @@ class EnturClient(AsyncOAuth2Client):
 
     # -- requests ------------------------------------------------------------------------
 
-    async def request(  # type: ignore[override]
+    async def request(
         self, method: str, url: httpx2.URL | str, *, withhold_token: bool = False, **kwargs: Any
     ) -> httpx2.Response:
-        """Send a request (see ``httpx2.AsyncClient.request``); ``withhold_token`` skips the bearer."""
+        """Send a request as ``httpx2.AsyncClient.request``; ``withhold_token``: no bearer."""
         if withhold_token:
             kwargs["auth"] = None
         # Skip authlib's request(): it demands a token up front and holds a lock per call.
@@ -374,7 +373,7 @@ class EnturClient(AsyncOAuth2Client):
             request, stream=stream, auth=auth, follow_redirects=follow_redirects
         )
         status = response.status_code
-        if (status == 401 or status == 408) and isinstance(request.stream, httpx2.ByteStream):
+        if status in {401, 408} and isinstance(request.stream, httpx2.ByteStream):
             # The token was rejected or expired mid-flight: one retry with a new token.
             await response.aclose()
             logger.debug("API answered %d; retrying once with a new token", status)
@@ -446,7 +445,8 @@ class EnturClient(AsyncOAuth2Client):
 
     def __repr__(self) -> str:
         kind = f"client_id={self.client_id!r}" if self._manager else "open API"
-        return f"<EnturClient environment={self.environment.name!r} {kind} client_name={self.client_name!r}>"
+        env, name = self.environment.name, self.client_name
+        return f"<EnturClient environment={env!r} {kind} client_name={name!r}>"
 
     def __del__(self) -> None:
         # authlib's __del__ only breaks a reference cycle and raises on half-built

@@ -41,12 +41,12 @@ def validate_client_name(name: object) -> str:
             "as '<company>-<application>', e.g. client_name='acme-journeyplanner' or "
             "ENTUR_CLIENT_NAME=acme-journeyplanner."
         )
-    if not _VISIBLE_ASCII.match(name):
+    if not _VISIBLE_ASCII.fullmatch(name):
         raise ConfigurationError(
             f"client_name {name!r} contains whitespace, control or non-ASCII characters; "
             "use visible ASCII only, such as 'acme-journeyplanner'."
         )
-    if not _RECOMMENDED_NAME.match(name):
+    if not _RECOMMENDED_NAME.fullmatch(name):
         warnings.warn(
             f"ET-Client-Name {name!r} is not of the form '<company>-<application>' in lower "
             "case (e.g. 'acme-journeyplanner'); Entur may throttle unidentified clients.",

@@ -255,7 +255,7 @@ def parse_token_response(
             retryable=True,
         )
     access_token = payload.get("access_token")
-    if not isinstance(access_token, str) or not _B64TOKEN.match(access_token):
+    if not isinstance(access_token, str) or not _B64TOKEN.fullmatch(access_token):
         problem = (
             "no access_token"
             if access_token is None

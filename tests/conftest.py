@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -50,7 +51,7 @@ def free_port() -> int:
 class LoopbackServer:
     """A real uvicorn server on 127.0.0.1 serving an ASGI app, in a thread of its own."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(

@@ -1,0 +1,67 @@
+"""Sessions: `nox` runs lint, typecheck, tests (each installed Python) and examples."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+nox.options.sessions = ["lint", "typecheck", "tests", "examples"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHONS = nox.project.python_versions(PYPROJECT)
+DEFAULT_PYTHON = PYTHONS[0]
+
+
+def group(name: str) -> list[str]:
+    """Return the packages of one [dependency-groups] entry in pyproject.toml."""
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (every async test on asyncio and trio) with coverage."""
+    session.install("-e", ".[redis]", *group("test"))
+    session.env["COVERAGE_PROCESS_START"] = os.path.abspath("pyproject.toml")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report", "--fail-under=85")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*group("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package, the examples, the typing tests and the benchmarks."""
+    session.install("-e", ".[redis]", *group("typecheck"))
+    session.run("mypy", "entur_oauth", "tests/typing", "examples")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def examples(session: nox.Session) -> None:
+    """Run every example against the fake Entur on a loopback port."""
+    session.install("-e", ".", *group("test"))
+    session.run("pytest", "-p", "no:randomly", "tests/test_examples.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job: the real client against the embedded fake Entur (no credentials)."""
+    session.install("-e", ".", "uvicorn>=0.30")
+    session.run("entur-oauth", "demo", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against bare httpx2 and raw authlib; writes benchmarks/RESULTS.md."""
+    session.install("-e", ".[redis]", *group("bench"))
+    session.run("python", "benchmarks/run.py", *session.posargs)

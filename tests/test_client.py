@@ -1,0 +1,459 @@
+"""EnturClient behaviour (issue 2), in-process against the fake Entur, on asyncio and trio."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx2
+import pytest
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from entur_oauth import (
+    APIError,
+    ConfigurationError,
+    EnturClient,
+    Environment,
+    ForbiddenError,
+    InvalidCredentialsError,
+    RetryPolicy,
+    SessionTimeoutError,
+    TokenRequestError,
+    UnauthorizedError,
+)
+from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
+
+pytestmark = pytest.mark.anyio
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def test_is_an_authlib_and_httpx2_client(fake: FakeEntur) -> None:
+    """EnturClient is authlib's AsyncOAuth2Client, hence an httpx2.AsyncClient."""
+    client = fake.client()
+    assert isinstance(client, AsyncOAuth2Client)
+    assert isinstance(client, httpx2.AsyncClient)
+
+
+async def test_token_request_is_entur_json_body(fake: FakeEntur) -> None:
+    """POST to the token URL with exactly the JSON body Entur documents."""
+    async with fake.client() as client:
+        await client.get("/x")
+    (request,) = fake.token_requests
+    assert request.method == "POST"
+    assert request.path == "/oauth/token"
+    assert request.headers["content-type"] == "application/json"
+    assert request.json() == {
+        "client_id": fake.client_id,
+        "client_secret": fake.client_secret,
+        "audience": fake.audience,
+        "grant_type": "client_credentials",
+    }
+    assert "authorization" not in request.headers  # the secret goes in the body only
+
+
+async def test_refetch_after_expiry_still_sends_audience(fake: FakeEntur) -> None:
+    """The automatic re-fetch keeps audience (authlib drops it: authlib#783)."""
+    clock = FakeClock()
+    fake.clock = clock
+    async with fake.client(clock=clock) as client:
+        await client.get("/x")
+        clock.advance(86400)
+        response = await client.get("/x")
+    assert response.status_code == 200
+    assert fake.token_count == 2
+    assert [r.json()["audience"] for r in fake.token_requests] == [fake.audience] * 2
+
+
+async def test_refetch_after_401_still_sends_audience(fake: FakeEntur) -> None:
+    """The re-fetch forced by an API 401 carries the same JSON body."""
+    async with fake.client() as client:
+        await client.get("/x")
+        fake.revoke_all()
+        response = await client.get("/x")
+    assert response.status_code == 200
+    assert fake.token_requests[0].json() == fake.token_requests[1].json()
+
+
+async def test_client_name_on_every_request(fake: FakeEntur) -> None:
+    """ET-Client-Name goes on the token request and on every API call."""
+    async with fake.client(client_name="acme-app") as client:
+        await client.get("/a")
+        await client.post("/b", json={"k": 1})
+    names = [r.headers.get("et-client-name") for r in fake.token_requests + fake.api_requests]
+    assert names == ["acme-app"] * 3
+
+
+async def test_user_headers_are_kept(fake: FakeEntur) -> None:
+    """Headers passed to the client merge with ET-Client-Name."""
+    async with fake.client(headers={"X-Correlation-Id": "abc"}) as client:
+        await client.get("/x")
+    assert fake.api_requests[0].headers["x-correlation-id"] == "abc"
+    assert fake.api_requests[0].headers["et-client-name"] == "test-app"
+
+
+async def test_no_network_call_until_first_use(fake: FakeEntur) -> None:
+    """Creating and opening a client fetches nothing: the token is lazy."""
+    async with fake.client():
+        pass
+    assert fake.token_count == 0
+
+
+async def test_token_is_reused(fake: FakeEntur) -> None:
+    """Many sequential calls share one token."""
+    async with fake.client() as client:
+        for _ in range(20):
+            assert (await client.get("/x")).status_code == 200
+    assert fake.token_count == 1
+    tokens = {r.headers["authorization"] for r in fake.api_requests}
+    assert len(tokens) == 1
+
+
+async def test_200_concurrent_first_requests_make_one_token_request(fake: FakeEntur) -> None:
+    """Concurrent first requests share one fetch."""
+    statuses: list[int] = []
+    async with fake.client() as client:
+
+        async def call() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(call)
+    assert statuses == [200] * 200
+    assert fake.token_count == 1
+
+
+async def test_expiry_under_load_makes_one_token_request(fake: FakeEntur) -> None:
+    """When the token expires, 200 concurrent requests share one re-fetch."""
+    clock = FakeClock()
+    fake.clock = clock
+    async with fake.client(clock=clock) as client:
+        await client.get("/x")
+        clock.advance(86400 + 1)
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(client.get, "/x")
+    assert fake.token_count == 2
+
+
+async def test_waiters_share_one_failure(fake: FakeEntur) -> None:
+    """50 tasks waiting on a failing fetch all get its error; the endpoint is asked once."""
+    fake.fail_token(ScriptedResponse(status=500, delay=0.05), times=10)
+    errors: list[BaseException] = []
+    async with fake.client(retry=NO_RETRY) as client:
+
+        async def call() -> None:
+            try:
+                await client.get("/x")
+            except TokenRequestError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(call)
+    assert fake.token_count == 1
+    assert len(errors) == 50
+    assert len({id(e) for e in errors}) == 1
+    assert errors[0].status_code == 500  # type: ignore[attr-defined]
+
+
+async def test_get_access_token(fake: FakeEntur) -> None:
+    """get_access_token returns the cached token for other libraries."""
+    async with fake.client() as client:
+        token = await client.get_access_token()
+        assert token == await client.get_access_token()
+    assert fake.issued_tokens == [token]
+    assert fake.token_count == 1
+
+
+async def test_get_access_token_on_open_client_says_what_to_do(fake: FakeEntur) -> None:
+    """An open-API client has no token and says how to get one."""
+    async with fake.client(credentials=False) as client:
+        with pytest.raises(ConfigurationError, match="client_id/client_secret"):
+            await client.get_access_token()
+
+
+async def test_open_api_client_never_asks_for_a_token(fake: FakeEntur) -> None:
+    """Without credentials: ET-Client-Name, no Authorization, no token request."""
+    async with fake.client(credentials=False) as client:
+        response = await client.get("/geocoder/v1/autocomplete", params={"text": "Oslo"})
+    assert response.json()["authenticated"] is False
+    assert fake.token_count == 0
+    assert "authorization" not in fake.api_requests[0].headers
+    assert fake.api_requests[0].headers["et-client-name"] == "test-app"
+
+
+# -- bearer scoping -------------------------------------------------------------------------
+
+
+def _recording_transport(fake: FakeEntur, seen: list[httpx2.Request]) -> httpx2.AsyncBaseTransport:
+    inner = fake.transport()
+
+    class Recording(httpx2.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            seen.append(request)
+            if request.url.host in {"api.entur.test", "partner.entur.test", "extra.entur.test"}:
+                return await inner.handle_async_request(request)
+            return httpx2.Response(200, json={"elsewhere": True})
+
+    return Recording()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.org/x",
+        "http://api.entur.test/x",  # same host, plain http
+        "https://api.entur.test:8443/x",  # same host, another port
+        "https://evil.api.entur.test/x",
+        "https://api.entur.test.evil.org/x",
+    ],
+)
+async def test_token_only_goes_to_the_api_host(fake: FakeEntur, url: str) -> None:
+    """Requests to any other origin go out without Authorization."""
+    seen: list[httpx2.Request] = []
+    async with fake.client(transport=_recording_transport(fake, seen)) as client:
+        await client.get("/x")
+        await client.get(url)
+    api, other = [r for r in seen if r.url.path == "/x"]
+    assert api.headers["authorization"].startswith("Bearer ")
+    assert "authorization" not in other.headers
+    assert other.headers["et-client-name"] == "test-app"
+
+
+async def test_extra_token_hosts_get_the_token(fake: FakeEntur) -> None:
+    """Hosts the user adds explicitly receive the bearer too."""
+    env = Environment(
+        name="fake",
+        token_url="https://partner.entur.test/oauth/token",
+        audience=fake.audience,
+        api_base_url="https://api.entur.test",
+        extra_token_hosts=frozenset({"extra.entur.test"}),
+    )
+    seen: list[httpx2.Request] = []
+    async with fake.client(environment=env, transport=_recording_transport(fake, seen)) as client:
+        await client.get("https://extra.entur.test/y")
+    assert seen[-1].headers["authorization"].startswith("Bearer ")
+
+
+async def test_withhold_token(fake: FakeEntur) -> None:
+    """withhold_token=True (authlib's spelling) or auth=None sends no bearer."""
+    async with fake.client() as client:
+        first = await client.request("GET", "/geocoder/x", withhold_token=True)
+        second = await client.get("/geocoder/y", auth=None)
+    assert first.status_code == second.status_code == 200
+    assert fake.token_count == 0
+    assert all("authorization" not in r.headers for r in fake.api_requests)
+
+
+def test_http_api_base_off_loopback_is_refused() -> None:
+    """A plain-http API base URL off loopback is a configuration error."""
+    with pytest.raises(ConfigurationError, match="clear text"):
+        EnturClient(
+            "id",
+            "secret",
+            client_name="acme-app",
+            environment=Environment(
+                name="x", token_url="https://t.test/t", audience="a", api_base_url="http://api.test"
+            ),
+        )
+
+
+# -- status mapping -------------------------------------------------------------------------
+
+
+async def test_401_refetches_once_and_retries(fake: FakeEntur) -> None:
+    """A 401 makes one new token and one retry, which succeeds."""
+    async with fake.client() as client:
+        await client.get("/x")
+        fake.revoke_all()
+        response = await client.get("/x")
+    assert response.status_code == 200
+    assert fake.token_count == 2
+    assert len(fake.api_requests) == 3
+
+
+async def test_401_twice_raises_unauthorized(fake: FakeEntur) -> None:
+    """Still 401 after the retry raises UnauthorizedError with the response."""
+    fake.fail_api(ScriptedResponse(401, json={"message": "no"}), times=2)
+    async with fake.client() as client:
+        with pytest.raises(UnauthorizedError, match="401 Unauthorized") as info:
+            await client.get("/x?secret=1")
+    error = info.value
+    assert isinstance(error, httpx2.HTTPStatusError)
+    assert isinstance(error, APIError)
+    assert error.status_code == 401
+    assert error.response.json() == {"message": "no"}
+    assert "authorization" not in error.request.headers
+    assert "secret=1" not in str(error)
+    assert fake.token_count == 2
+    assert len(fake.api_requests) == 2
+
+
+async def test_408_refetches_once_and_retries(fake: FakeEntur) -> None:
+    """A 408 (token expired during processing) gets a new token and one retry."""
+    fake.fail_api(408)
+    async with fake.client() as client:
+        response = await client.post("/x", json={"a": 1})
+    assert response.status_code == 200
+    assert fake.token_count == 2
+    assert [r.body for r in fake.api_requests] == [b'{"a":1}'] * 2
+
+
+async def test_408_twice_raises_session_timeout(fake: FakeEntur) -> None:
+    """Still 408 after the retry raises SessionTimeoutError."""
+    fake.fail_api(408, times=2)
+    async with fake.client() as client:
+        with pytest.raises(SessionTimeoutError, match="expired while the request"):
+            await client.get("/x")
+    assert len(fake.api_requests) == 2
+
+
+async def test_408_with_unreplayable_body_is_not_retried(fake: FakeEntur) -> None:
+    """A streamed request body cannot be sent twice, so a 408 raises at once."""
+    fake.fail_api(408)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"chunk"
+
+    async with fake.client() as client:
+        with pytest.raises(SessionTimeoutError):
+            await client.post("/x", content=body())
+    assert len(fake.api_requests) == 1
+
+
+async def test_403_raises_forbidden_at_once(fake: FakeEntur) -> None:
+    """403 means the token lacks a permission: no new token, no retry."""
+    async with fake.client() as client:
+        with pytest.raises(ForbiddenError, match="lacks permission") as info:
+            await client.get("/forbidden/thing")
+    assert info.value.response.status_code == 403
+    assert fake.token_count == 1
+    assert len(fake.api_requests) == 1
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 429, 500, 503])
+async def test_other_statuses_come_back_as_usual(fake: FakeEntur, status: int) -> None:
+    """Statuses Entur gives no auth meaning to are returned, not raised."""
+    fake.fail_api(status)
+    async with fake.client() as client:
+        response = await client.get("/x")
+    assert response.status_code == status
+    assert len(fake.api_requests) == 1
+
+
+async def test_stream_retries_401_and_maps_403(fake: FakeEntur) -> None:
+    """client.stream behaves like client.request: 401 retried, 403 raised."""
+    async with fake.client() as client:
+        await client.get("/x")
+        fake.revoke_all()
+        async with client.stream("GET", "/x") as response:
+            body = await response.aread()
+        assert json.loads(body)["authenticated"] is True
+        with pytest.raises(ForbiddenError) as info:
+            async with client.stream("GET", "/forbidden/x"):
+                pass
+        assert info.value.response.json() == {"message": "Token lacks permission"}
+    assert fake.token_count == 2
+
+
+async def test_open_client_maps_api_statuses(fake: FakeEntur) -> None:
+    """An open-API client also raises Entur's errors for 401/403 from the API host."""
+    async with fake.client(credentials=False) as client:
+        with pytest.raises(UnauthorizedError):
+            await client.get("/needs-token")
+    assert fake.token_count == 0
+
+
+# -- token endpoint errors ------------------------------------------------------------------
+
+
+async def test_wrong_secret_is_invalid_credentials(fake: FakeEntur) -> None:
+    """A 401 access_denied says what to check, and is never retried."""
+    async with fake.client(client_secret="wrong-secret") as client:
+        with pytest.raises(InvalidCredentialsError) as info:
+            await client.get("/x")
+    message = str(info.value)
+    for hint in ("ENTUR_CLIENT_ID", "ENTUR_CLIENT_SECRET", "environment", "audience"):
+        assert hint in message
+    assert info.value.status_code == 401
+    assert info.value.error == "access_denied"
+    assert "wrong-secret" not in message
+    assert fake.token_count == 1
+
+
+async def test_unknown_audience_is_invalid_credentials(fake: FakeEntur) -> None:
+    """Auth0 answers an audience the client has no grant for with 403 access_denied."""
+    env = Environment(
+        name="fake",
+        token_url="https://partner.entur.test/oauth/token",
+        audience="https://api.other.test",
+        api_base_url="https://api.entur.test",
+    )
+    async with fake.client(environment=env) as client:
+        with pytest.raises(InvalidCredentialsError, match="Service not enabled") as info:
+            await client.get_access_token()
+    assert info.value.status_code == 403
+    assert info.value.error_description is not None
+
+
+async def test_token_error_carries_status_and_retry_after(fake: FakeEntur) -> None:
+    """TokenRequestError carries status, OAuth error fields and Retry-After."""
+    fake.fail_token(
+        ScriptedResponse(
+            429,
+            json={"error": "too_many_requests", "error_description": "Slow down"},
+            headers={"retry-after": "7"},
+        )
+    )
+    async with fake.client(retry=NO_RETRY) as client:
+        with pytest.raises(TokenRequestError) as info:
+            await client.get("/x")
+    error = info.value
+    assert (error.status_code, error.error, error.error_description) == (
+        429,
+        "too_many_requests",
+        "Slow down",
+    )
+    assert error.retry_after == 7.0
+    assert not isinstance(error, InvalidCredentialsError)
+
+
+async def test_client_stays_usable_after_token_failure(fake: FakeEntur) -> None:
+    """A failed fetch does not poison the client: the next call fetches again."""
+    fake.fail_token(503)
+    async with fake.client(retry=NO_RETRY) as client:
+        with pytest.raises(TokenRequestError):
+            await client.get("/x")
+        assert (await client.get("/x")).status_code == 200
+
+
+# -- httpx options --------------------------------------------------------------------------
+
+
+async def test_httpx_options_pass_through(fake: FakeEntur) -> None:
+    """event_hooks, timeout and base_url reach httpx2."""
+    seen: list[str] = []
+
+    async def hook(request: httpx2.Request) -> None:
+        seen.append(request.url.path)
+
+    async with fake.client(event_hooks={"request": [hook]}, timeout=3.5) as client:
+        await client.get("/x")
+    assert client.timeout.read == 3.5
+    assert seen == ["/oauth/token", "/x"]
+
+
+async def test_base_url_can_be_overridden(fake: FakeEntur) -> None:
+    """base_url defaults to the API base but may be set (e.g. a versioned prefix)."""
+    async with fake.client(base_url="https://api.entur.test/journey-planner/v3") as client:
+        response = await client.get("graphql")
+    assert response.json()["path"] == "/journey-planner/v3/graphql"
+
+
+async def test_client_name_is_validated_even_with_options(fake: FakeEntur) -> None:
+    """Validation happens before anything is built."""
+    with pytest.raises(ConfigurationError):
+        fake.client(client_name="bad name")

@@ -1,0 +1,71 @@
+"""Type-checked usage of the public API (run by mypy, never executed)."""
+
+from __future__ import annotations
+
+import anyio
+import httpx2
+
+from entur_oauth import (
+    APIError,
+    ConfigurationError,
+    EnturClient,
+    EnturError,
+    Environment,
+    ForbiddenError,
+    InvalidCredentialsError,
+    RefreshPolicy,
+    RetryPolicy,
+    Secret,
+    TokenRequestError,
+    get_environment,
+)
+
+
+async def partner_call() -> dict[str, object]:
+    """The quick start, as a user writes it."""
+    async with EnturClient.from_env() as entur:
+        response: httpx2.Response = await entur.get("/personalisation/v1/programs/1")
+        data: dict[str, object] = response.json()
+        token: str = await entur.get_access_token()
+        assert token
+        return data
+
+
+async def configured() -> None:
+    """Every constructor argument with its type."""
+    env: Environment = get_environment("staging")
+    custom = Environment(
+        name="local",
+        token_url="http://127.0.0.1:8000/oauth/token",
+        audience="https://api.local",
+        api_base_url="http://127.0.0.1:8000",
+        extra_token_hosts=frozenset({"api2.local"}),
+    )
+    async with anyio.create_task_group() as tg:
+        client = EnturClient(
+            "id",
+            Secret("secret"),
+            client_name="acme-app",
+            environment=custom if env.name == "x" else "dev",
+            refresh=RefreshPolicy(background=True, advisory_min=600),
+            retry=RetryPolicy(attempts=5, timeout=5.0),
+            task_group=tg,
+            timeout=httpx2.Timeout(10.0),
+        )
+        async with client, client.stream("GET", "/x") as response:
+            await response.aread()
+
+
+def handles(exc: EnturError) -> int | None:
+    """The exception attributes users read."""
+    if isinstance(exc, InvalidCredentialsError):
+        return exc.status_code
+    if isinstance(exc, TokenRequestError):
+        delay: float | None = exc.retry_after
+        return int(delay or 0)
+    if isinstance(exc, ForbiddenError | APIError):
+        response: httpx2.Response = exc.response
+        return response.status_code
+    if isinstance(exc, ConfigurationError):
+        return None
+    return None
