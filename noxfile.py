@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import nox
 
 nox.needs_version = ">=2024.4.15"
@@ -24,7 +22,6 @@ def group(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Run the test suite (every async test on asyncio and trio) with coverage."""
     session.install("-e", ".[redis]", *group("test"))
-    session.env["COVERAGE_PROCESS_START"] = os.path.abspath("pyproject.toml")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", "--quiet")
@@ -50,7 +47,7 @@ def typecheck(session: nox.Session) -> None:
 def examples(session: nox.Session) -> None:
     """Run every example against the fake Entur on a loopback port."""
     session.install("-e", ".", *group("test"))
-    session.run("pytest", "-p", "no:randomly", "tests/test_examples.py", *session.posargs)
+    session.run("pytest", "tests/test_examples.py", *session.posargs)
 
 
 @nox.session(python=DEFAULT_PYTHON)
