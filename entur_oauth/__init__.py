@@ -2,6 +2,8 @@
 ``ET-Client-Name``, on asyncio and trio.
 """
 
+import typing
+
 from ._client import EnturClient
 from ._config import ClientNameWarning
 from ._environments import Environment, get_environment
@@ -16,9 +18,14 @@ from ._errors import (
     TokenRequestError,
     UnauthorizedError,
 )
+from ._file_store import FileTokenStore
 from ._policy import RefreshPolicy, RetryPolicy
 from ._secrets import Secret
 from ._stores import MemoryTokenStore, TokenStore
+
+if typing.TYPE_CHECKING:
+    # Imported lazily (see __getattr__) so that entur_oauth works without the redis extra.
+    from ._redis_store import RedisTokenStore
 
 __all__ = [
     "APIError",
@@ -28,9 +35,11 @@ __all__ = [
     "EnturError",
     "Environment",
     "EventLoopError",
+    "FileTokenStore",
     "ForbiddenError",
     "InvalidCredentialsError",
     "MemoryTokenStore",
+    "RedisTokenStore",
     "RefreshPolicy",
     "RetryPolicy",
     "Secret",
@@ -47,4 +56,14 @@ def __getattr__(name: str) -> object:
         from importlib.metadata import version
 
         return version("entur-oauth")
+    if name == "RedisTokenStore":
+        # Raises ImportError naming the entur-oauth[redis] extra when redis is missing.
+        from ._redis_store import RedisTokenStore
+
+        return RedisTokenStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # List the lazy name too, so dir() and tools that read it see the whole public API.
+    return sorted({*globals(), "RedisTokenStore"})

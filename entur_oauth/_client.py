@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -297,11 +297,13 @@ class EnturClient(AsyncOAuth2Client):
         try:
             content = bytearray()
             truncated = False
-            async for chunk in response.aiter_bytes():
-                content += chunk
-                if len(content) > MAX_BODY_BYTES:
-                    truncated = True
-                    break
+            # aclosing: leaving the loop early must close the generator now, not at GC.
+            async with aclosing(response.aiter_bytes()) as chunks:
+                async for chunk in chunks:
+                    content += chunk
+                    if len(content) > MAX_BODY_BYTES:
+                        truncated = True
+                        break
         except httpx2.HTTPError as exc:
             raise TokenRequestError(
                 f"Reading the token response failed ({type(exc).__name__}); it is retried "

@@ -10,6 +10,12 @@ __all__ = ["FakeClock"]
 class FakeClock:
     """A clock that moves only when told to (``advance``), or by itself on ``sleep``
     with ``autojump=True``. Pass the same one to the client and to :class:`FakeEntur`.
+
+    Args:
+        start: The wall-clock time (epoch seconds) at monotonic time 0.
+        autojump: Every ``sleep`` moves the clock forward by its own length at once, so
+            retry back-offs pass without waiting. Leave it off with a background
+            refresher, whose hours-long sleeps would otherwise race the clock ahead.
     """
 
     def __init__(self, *, start: float = 1_800_000_000.0, autojump: bool = False) -> None:
@@ -38,6 +44,13 @@ class FakeClock:
         for event in due:
             event.set()
 
+    def next_deadline(self) -> float | None:
+        """The monotonic time the earliest sleeper wakes at, or ``None`` if none sleeps.
+
+        A test that simulates hours of traffic advances to this, instead of in fixed steps.
+        """
+        return min((deadline for deadline, _ in self._sleepers), default=None)
+
     async def sleep(self, seconds: float) -> None:
         """Wait until the clock has moved ``seconds`` forward."""
         if self.autojump:
@@ -47,9 +60,15 @@ class FakeClock:
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
             return
-        event = anyio.Event()
-        self._sleepers.append((self._now + seconds, event))
-        await event.wait()
+        entry = (self._now + seconds, anyio.Event())
+        self._sleepers.append(entry)
+        try:
+            await entry[1].wait()
+        finally:
+            # A cancelled sleeper must not linger: it would hold its event and count as a
+            # deadline in next_deadline().
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
 
     def __repr__(self) -> str:
         return f"FakeClock(monotonic={self._now:.3f})"

@@ -2,10 +2,16 @@
 
 The fast path (a valid token outside its advisory window) is a field read and one clock
 read, with no lock and no await, so the client can inline it. Everything else comes here.
+
+There is no lock: the one fetch in progress is a :class:`_Flight` that other tasks wait
+on, so a task cancelled while it fetches or waits leaves nothing held; the waiters simply
+look again and one of them fetches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -16,7 +22,7 @@ from anyio.abc import TaskStatus
 
 from ._clock import Clock
 from ._codec import TokenCodec
-from ._errors import EnturError, InvalidCredentialsError, TokenRequestError
+from ._errors import InvalidCredentialsError, TokenRequestError
 from ._policy import RefreshPolicy, RetryPolicy
 from ._stores import TokenStore
 from ._token import Token
@@ -24,6 +30,9 @@ from ._token import Token
 __all__ = ["TokenManager"]
 
 logger = logging.getLogger("entur_oauth")
+
+#: How far apart two hosts' wall clocks may be for a stored token to be trusted.
+_STORE_CLOCK_SKEW = 60.0
 
 #: Performs one token request (no retries) and returns the parsed token.
 FetchOnce = Callable[[], Awaitable[Token]]
@@ -35,11 +44,22 @@ class _Flight:
 
     done: anyio.Event = field(default_factory=anyio.Event)
     token: Token | None = None
-    error: BaseException | None = None
+    #: Set when the fetch failed; ``None`` with no token means the fetcher was cancelled.
+    error: Exception | None = None
 
 
 class TokenManager:
-    """Keeps one valid token for one client and renews it as :class:`RefreshPolicy` says."""
+    """Keeps one valid token for one client and renews it as :class:`RefreshPolicy` says.
+
+    The counters say what the manager actually did, for tests, benchmarks and the CLI:
+
+    * ``fetches``: token requests sent (every attempt, failed ones included);
+    * ``rounds``: fetch rounds (one round makes up to ``RetryPolicy.attempts`` requests);
+    * ``waits``: calls of :meth:`get` that waited for a round (as its leader or behind it);
+    * ``valid_waits``: those of ``waits`` that began while a token that had not expired
+      was cached: the waiting a refresh policy exists to avoid. With the background
+      refresher it stays 0 as long as each renewal succeeds before the mandatory window.
+    """
 
     def __init__(
         self,
@@ -71,11 +91,28 @@ class TokenManager:
         self._failures = 0
         self._credentials_error: InvalidCredentialsError | None = None
         self._credentials_error_until = float("-inf")
-        self._changed: anyio.Event | None = None  # made by the refresher, in its loop
+        # The background refresher: its whole scope (to stop it) and its current nap (to
+        # wake it when the token changes under it).
+        self._refresher_scope: anyio.CancelScope | None = None
+        self._refresher_nap: anyio.CancelScope | None = None
         self.background_running = False
-        #: Counters, for tests, benchmarks and the CLI: what this manager actually did.
         self.fetches = 0
+        self.rounds = 0
         self.waits = 0
+        self.valid_waits = 0
+
+    @property
+    def mandatory_at(self) -> float:
+        """Monotonic time at which the mandatory window of ``token`` starts."""
+        return self._mandatory_at
+
+    def __repr__(self) -> str:
+        token = self.token
+        shown = token.fingerprint if token is not None else None
+        return (
+            f"<TokenManager token={shown!r} fetches={self.fetches} rounds={self.rounds} "
+            f"waits={self.waits} background={self.background_running}>"
+        )
 
     # -- the paths a request takes -------------------------------------------------------
 
@@ -83,36 +120,46 @@ class TokenManager:
         """Return a token that is valid now, renewing it if the policy says so.
 
         Raises:
-            TokenRequestError: No valid token exists and none could be fetched.
+            TokenRequestError: No token outside its mandatory window exists and none
+                could be fetched (every waiter of a failed round gets a copy of its error).
         """
+        counted = False
         while True:
             now = self.clock.monotonic()
             token = self.token
             if token is not None and now < self._mandatory_at:
-                if now < self.advisory_at:
-                    return token
-                # Advisory window: the token still serves; at most one task renews it.
                 if (
-                    self._flight is None
-                    and now >= self._next_try_at
-                    and not self.background_running
+                    now < self.advisory_at
+                    or self._flight is not None
+                    or now < self._next_try_at
+                    or self.background_running
                 ):
-                    try:
-                        return await self._lead(advisory=True)
-                    except TokenRequestError:
-                        return token
-                return token
+                    return token
+                # Advisory window and nobody renewing: this task renews; every other
+                # request goes on with the still-valid token meanwhile.
+                self._count_wait(token, now)
+                try:
+                    return await self._lead(advisory=True)
+                except Exception:  # logged and backed off in _lead
+                    return token
+            if not counted:
+                counted = True
+                self._count_wait(token, now)
             flight = self._flight
             if flight is None:
                 return await self._lead(advisory=False)
-            self.waits += 1
             await flight.done.wait()
             if flight.token is not None:
                 return flight.token
             if flight.error is not None:
-                raise flight.error
+                raise _copy_error(flight.error)
             # The fetching task was cancelled before it finished: go round, and this task
             # (or another waiter) starts a new fetch.
+
+    def _count_wait(self, token: Token | None, now: float) -> None:
+        self.waits += 1
+        if token is not None and now < token.expires_at:
+            self.valid_waits += 1
 
     async def invalidate(self, token: Token) -> None:
         """Drop ``token`` after the API rejected it, unless another task already replaced it."""
@@ -121,6 +168,7 @@ class TokenManager:
         logger.debug("token %s rejected by the API; discarding it", token.fingerprint)
         self.token = None
         self.advisory_at = self._mandatory_at = float("-inf")
+        self._wake_refresher()
         if self._store is not None and self._codec is not None:
             try:
                 # Delete only while the store still holds this very token (compared by
@@ -130,20 +178,26 @@ class TokenManager:
                 stored = self._decode(raw) if raw is not None else None
                 if stored is not None and stored.fingerprint == token.fingerprint:
                     await self._store.delete(self._store_key, expected=raw)
-            except Exception as exc:  # noqa: BLE001 - a store fault must not fail the request
+            except Exception as exc:  # a store fault must not fail the request
                 _store_warning("delete", exc)
 
     # -- fetching ------------------------------------------------------------------------
 
     async def _lead(self, *, advisory: bool) -> Token:
         flight = self._flight = _Flight()
+        self.rounds += 1
+        if advisory and self.token is not None:
+            logger.debug("token %s is in its refresh window; renewing it", self.token.fingerprint)
         try:
-            token = await self._acquire(replacing=self.token if advisory else None)
-        except BaseException as exc:
-            if not isinstance(exc, anyio.get_cancelled_exc_class()):
-                flight.error = exc
-                if advisory and isinstance(exc, TokenRequestError):
-                    self._advisory_failed(exc)
+            # The token we hold is never its own replacement, whichever window we are in:
+            # the store holds it too (we put it there).
+            token = await self._acquire(replacing=self.token)
+        except Exception as exc:
+            # Cancellation (and other BaseExceptions) leave ``error`` unset: the waiters
+            # then fetch again themselves instead of failing with someone else's cancel.
+            flight.error = exc
+            if advisory:
+                self._advisory_failed(exc)
             raise
         else:
             flight.token = token
@@ -161,24 +215,36 @@ class TokenManager:
         self._failures = 0
         self._next_try_at = float("-inf")
         logger.debug(
-            "token %s valid for %.0f s; refresh from %.0f s before expiry",
+            "token %s valid for %.0f s; refresh from %.0f s before expiry, "
+            "requests wait from %.0f s before it",
             token.fingerprint,
             token.expires_at - self.clock.monotonic(),
             advisory,
+            mandatory,
         )
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = anyio.Event()
+        self._wake_refresher()
 
-    def _advisory_failed(self, exc: TokenRequestError) -> None:
+    def _advisory_failed(self, exc: Exception) -> None:
         self._failures += 1
+        now = self.clock.monotonic()
         delay = self.refresh.failure_backoff(self._failures, self._rng)
-        self._next_try_at = self.clock.monotonic() + delay
+        if isinstance(exc, TokenRequestError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)  # the server said when; do not come sooner
+        next_try = now + delay
+        if now < self._mandatory_at:
+            # One more try just before requests would have to wait for a token.
+            next_try = min(next_try, self._mandatory_at)
+        self._next_try_at = next_try
+        reason = str(exc) if isinstance(exc, TokenRequestError) else type(exc).__name__
+        # Warn once per run of failures: the old token still serves, so this is not an
+        # error yet, and a warning per try would flood the log of a long outage.
         log = logger.warning if self._failures == 1 else logger.debug
         log(
-            "token refresh failed (%s); the current token keeps serving, next try in %.0f s",
-            exc,
-            delay,
+            "token refresh failed (%s); the current token keeps serving for %.0f s, "
+            "next try in %.0f s",
+            reason,
+            max(self._mandatory_at - now, 0.0),
+            next_try - now,
         )
 
     async def _acquire(self, *, replacing: Token | None) -> Token:
@@ -190,7 +256,7 @@ class TokenManager:
         try:
             lock = self._store.lock(self._store_key)
             await lock.__aenter__()
-        except Exception as exc:  # noqa: BLE001 - a store fault must not fail the request
+        except Exception as exc:  # a store fault must not fail the request
             _store_warning("lock", exc)
             return await self._fetch_with_retries()
         try:
@@ -204,7 +270,7 @@ class TokenManager:
         finally:
             try:
                 await lock.__aexit__(None, None, None)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 _store_warning("unlock", exc)
 
     def _decode(self, raw: bytes) -> Token | None:
@@ -217,7 +283,7 @@ class TokenManager:
         assert self._store is not None
         try:
             raw = await self._store.get(self._store_key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _store_warning("read", exc)
             return None
         if raw is None or self._codec is None:
@@ -226,8 +292,19 @@ class TokenManager:
         if token is None:
             logger.debug("stored token unusable (expired, corrupt or another secret); ignoring it")
             return None
+        now = self.clock.monotonic()
+        if token.expires_at - now > token.lifetime + _STORE_CLOCK_SKEW:
+            # Stores carry expiry as wall-clock time. More life left than the token ever
+            # had means this wall clock went back since it was stored (or another host's
+            # is far off): its real expiry is unknown, so fetch rather than trust it.
+            logger.debug(
+                "stored token %s claims more life than it was issued with; the wall clock "
+                "moved; ignoring it",
+                token.fingerprint,
+            )
+            return None
         advisory, _ = self.refresh.windows(token.lifetime, self._rng)
-        if token.expires_at - advisory <= self.clock.monotonic():
+        if token.expires_at - advisory <= now:
             return None  # in its own refresh window: fetch a fresh one instead
         if replacing is not None and token.fingerprint == replacing.fingerprint:
             return None
@@ -235,109 +312,182 @@ class TokenManager:
         return token
 
     async def _to_store(self, token: Token) -> None:
-        assert self._store is not None and self._codec is not None
+        assert self._store is not None
+        assert self._codec is not None
         try:
             await self._store.set(
                 self._store_key,
                 self._codec.encode(token),
                 ttl=max(token.expires_at - self.clock.monotonic(), 1.0),
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _store_warning("write", exc)
 
     async def _fetch_with_retries(self) -> Token:
         now = self.clock.monotonic()
         if self._credentials_error is not None and now < self._credentials_error_until:
             logger.debug(
-                "credentials were rejected %.0f s ago; not asking again yet",
+                "credentials were rejected %.0f s ago; not asking again for %.0f s",
                 now - (self._credentials_error_until - self.retry.credentials_error_ttl),
+                self._credentials_error_until - now,
             )
-            raise self._credentials_error
+            raise _copy_error(self._credentials_error)
         deadline = now + self.retry.total
+        limit = self.retry.timeout * 1.5
         attempt = 0
         while True:
             attempt += 1
             self.fetches += 1
             logger.debug("fetching a token (attempt %d of %d)", attempt, self.retry.attempts)
+            failure: TokenRequestError
             try:
-                with anyio.fail_after(self.retry.timeout * 1.5):
+                with anyio.fail_after(limit):
                     token = await self._fetch_once()
             except InvalidCredentialsError as exc:
+                logger.debug(
+                    "credentials rejected; not retrying, answering from memory for %.0f s",
+                    self.retry.credentials_error_ttl,
+                )
                 self._credentials_error = exc
-                self._credentials_error_until = self.clock.monotonic() + (
-                    self.retry.credentials_error_ttl
+                self._credentials_error_until = (
+                    self.clock.monotonic() + self.retry.credentials_error_ttl
                 )
                 raise
             except TimeoutError:
                 # The HTTP timeout should have fired first; this guards transports that
-                # ignore it, so waiters can never hang on a silent endpoint.
-                exc = TokenRequestError(
-                    f"The token endpoint did not answer within {self.retry.timeout * 1.5:.0f} s; "
-                    "check network access to it.",
+                # ignore it (in-process ones do), so waiters never hang on a silent endpoint.
+                failure = TokenRequestError(
+                    f"The token endpoint did not answer within {limit:.1f} s; it is retried "
+                    "automatically. Check network access to it.",
                     retryable=True,
                 )
-                if not self._may_retry(exc, attempt, deadline):
-                    raise exc from None
-                await self._backoff(exc, attempt)
-                continue
             except TokenRequestError as exc:
-                if not self._may_retry(exc, attempt, deadline):
-                    raise
-                await self._backoff(exc, attempt)
-                continue
-            logger.debug("fetched token %s", token.fingerprint)
-            return token
+                failure = exc
+            else:
+                logger.debug("fetched token %s", token.fingerprint)
+                return token
+            delay = self._retry_delay(failure, attempt, deadline)
+            if delay is None:
+                raise _detached(failure)
+            await self.clock.sleep(delay)
 
-    def _may_retry(self, exc: TokenRequestError, attempt: int, deadline: float) -> bool:
-        if not exc.retryable or attempt >= self.retry.attempts:
-            logger.debug("token fetch failed, not retrying: %s", exc)
-            return False
+    def _retry_delay(self, exc: TokenRequestError, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to give up with ``exc``."""
+        if not exc.retryable:
+            logger.debug("token fetch failed, not retryable: %s", exc)
+            return None
+        if attempt >= self.retry.attempts:
+            logger.debug("token fetch failed %d times, giving up: %s", attempt, exc)
+            return None
         delay = self.retry.delay(attempt, exc.retry_after, self._rng)
         if self.clock.monotonic() + delay > deadline:
-            logger.debug("token fetch failed; a retry in %.1f s would pass the deadline", delay)
-            return False
-        exc.__dict__["_entur_delay"] = delay
-        return True
-
-    async def _backoff(self, exc: TokenRequestError, attempt: int) -> None:
-        delay: float = exc.__dict__.pop("_entur_delay")
-        logger.debug("token fetch failed (%s); retry %d in %.2f s", exc, attempt + 1, delay)
-        await self.clock.sleep(delay)
+            logger.debug(
+                "token fetch failed; a retry in %.1f s would pass the %.0f s budget: %s",
+                delay,
+                self.retry.total,
+                exc,
+            )
+            return None
+        logger.debug(
+            "token fetch failed (%s); retry %d in %.2f s%s",
+            exc,
+            attempt + 1,
+            delay,
+            " (as Retry-After asks)" if exc.retry_after is not None else "",
+        )
+        return delay
 
     # -- background refresh --------------------------------------------------------------
 
     async def run_refresher(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Renew the token at the start of each advisory window until cancelled.
+        """Renew the token at the start of each advisory window until stopped or cancelled.
 
         It never fetches the first token (that stays lazy, so opening a client makes no
-        network call); it renews tokens that requests caused to be fetched.
+        network call); it renews tokens that requests caused to be fetched. A failed
+        renewal is backed off as in the advisory window; nothing it meets ends it.
         """
-        if self._changed is None:
-            self._changed = anyio.Event()
+        if self._refresher_scope is not None:
+            raise RuntimeError("this token manager already has a background refresher")
+        scope = self._refresher_scope = anyio.CancelScope()
         self.background_running = True
-        task_status.started()
         try:
-            while True:
-                token = self.token
-                if token is None:
-                    await self._changed.wait()
-                    continue
-                wake = max(self.advisory_at, self._next_try_at)
-                delay = wake - self.clock.monotonic()
-                if delay > 0:
-                    await self.clock.sleep(delay)
-                    continue  # re-read: the token may have been replaced while we slept
-                if self._flight is not None:
-                    await self._flight.done.wait()
-                    continue
-                try:
-                    await self._lead(advisory=True)
-                except EnturError:
-                    pass  # logged and backed off in _lead; the old token keeps serving
+            with scope:
+                task_status.started()
+                while True:
+                    await self._refresh_once()
         finally:
             self.background_running = False
+            self._refresher_scope = None
+
+    def stop_refresher(self) -> None:
+        """Stop the background refresher, if one runs (from the same event loop)."""
+        if self._refresher_scope is not None:
+            self._refresher_scope.cancel()
+
+    async def _refresh_once(self) -> None:
+        if self.token is None:
+            await self._nap(None)  # until a request fetches the first token
+            return
+        delay = max(self.advisory_at, self._next_try_at) - self.clock.monotonic()
+        if delay > 0:
+            await self._nap(delay)
+            return  # look again: the token may have been replaced meanwhile
+        flight = self._flight
+        if flight is not None:
+            await flight.done.wait()
+            return
+        with contextlib.suppress(Exception):  # logged and backed off in _lead
+            await self._lead(advisory=True)
+
+    async def _nap(self, seconds: float | None) -> None:
+        """Sleep on the clock (``None``: until woken), waking early when the token changes."""
+        with anyio.CancelScope() as nap:
+            self._refresher_nap = nap
+            try:
+                if seconds is None:
+                    await anyio.sleep_forever()
+                else:
+                    await self.clock.sleep(seconds)
+            finally:
+                self._refresher_nap = None
+
+    def _wake_refresher(self) -> None:
+        # A new token may start its advisory window sooner than the refresher planned to
+        # wake (a shorter life, a 401 replacement): it must look again now.
+        nap = self._refresher_nap
+        if nap is not None:
+            nap.cancel()
+
+
+def _detached(exc: TokenRequestError) -> TokenRequestError:
+    """Drop the context an error was raised ``from None`` in.
+
+    ``from None`` only hides the context from tracebacks; ``__context__`` still holds the
+    httpx exception, whose ``request`` is the token request with the client secret in its
+    body. An error tracker that walks the chain must not find it.
+    """
+    if exc.__suppress_context__:
+        exc.__context__ = None
+    return exc
+
+
+def _copy_error(exc: Exception) -> Exception:
+    """Return a fresh copy of ``exc`` to raise in one more task.
+
+    Raising one exception object again and again (every waiter of a failed round, every
+    caller during the credentials-error cache) grows its traceback without bound and lets
+    concurrent tasks rewrite it; each raise gets its own copy instead.
+    """
+    try:
+        clone = copy.copy(exc)
+    except Exception:  # an exotic exception that cannot copy: share it
+        return exc
+    clone.__traceback__ = None
+    clone.__cause__ = exc.__cause__
+    clone.__suppress_context__ = exc.__suppress_context__
+    return clone
 
 
 def _store_warning(what: str, exc: Exception) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ._errors import ConfigurationError
 
@@ -41,6 +42,7 @@ class RefreshPolicy:
     background: bool = False
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         if not 0 <= self.advisory_fraction < 1 or not 0 <= self.jitter <= 1:
             raise ConfigurationError(
                 "RefreshPolicy: advisory_fraction must be in [0, 1) and jitter in [0, 1]."
@@ -63,7 +65,9 @@ class RefreshPolicy:
 
     def failure_backoff(self, failures: int, rng: random.Random) -> float:
         """Seconds to wait after the ``failures``-th failed advisory refresh in a row."""
-        base = min(self.failure_backoff_min * 2 ** max(failures - 1, 0), self.failure_backoff_max)
+        # The exponent is capped: a refresher failing for days must not overflow a float.
+        doubling = 2.0 ** min(max(failures - 1, 0), 40)
+        base = min(self.failure_backoff_min * doubling, self.failure_backoff_max)
         return base * rng.uniform(1.0, 1.2)
 
 
@@ -93,6 +97,9 @@ class RetryPolicy:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
+        _require_finite(self)
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ConfigurationError("RetryPolicy: attempts must be a whole number.")
         if self.attempts < 1:
             raise ConfigurationError("RetryPolicy: attempts must be at least 1.")
         if min(self.backoff_base, self.backoff_max, self.total, self.credentials_error_ttl) < 0 or (
@@ -102,8 +109,19 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait after failed ``attempt`` (1-based), honouring ``retry_after``."""
-        delay = rng.uniform(0, min(self.backoff_base * 2 ** (attempt - 1), self.backoff_max))
+        doubling = 2.0 ** min(max(attempt - 1, 0), 40)
+        delay = rng.uniform(0, min(self.backoff_base * doubling, self.backoff_max))
         if retry_after is not None:
             # The server knows best when it will answer again; backoff_max still bounds it.
             delay = max(delay, min(retry_after, max(self.backoff_max, self.total)))
         return delay
+
+
+def _require_finite(policy: RefreshPolicy | RetryPolicy) -> None:
+    # NaN slips through every comparison below it, and an infinite delay is a hang.
+    for f in fields(policy):
+        value = getattr(policy, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigurationError(
+                f"{type(policy).__name__}: {f.name} must be a finite number, not {value!r}."
+            )

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import email.utils
+import html
 import json
 import math
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +54,9 @@ _CREDENTIAL_ERRORS = frozenset(
 # could smuggle a header.
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 _SNIPPET_LEN = 160
+# Fields whose values are credentials whatever else a body says: never shown in a snippet.
+_SENSITIVE_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "client_secret"})
+_REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +86,65 @@ class Token:
 
 
 def sanitize_snippet(body: bytes | str, redact: Iterable[str] = ()) -> str:
-    """Return a short, printable excerpt of a response body with known secrets removed."""
+    """Return a short, printable excerpt of a response body with known secrets removed.
+
+    Each secret is removed as written and in the escaped forms a server may echo it in
+    (JSON, URL and HTML escaping), before the text is shortened, so no part of it survives.
+    """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    for secret in redact:
-        if secret:
-            text = text.replace(secret, "[redacted]")
+    text = _redact_text(text, tuple(redact))
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text if len(text) <= _SNIPPET_LEN else text[:_SNIPPET_LEN] + "..."
+
+
+def _escaped_forms(secret: str) -> list[str]:
+    if not secret:
+        return []
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret, safe=""),
+        html.escape(secret),
+    }
+    # Longest first, so a form that contains another is removed whole.
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def _redact_json(value: object, redact: tuple[str, ...]) -> object:
+    """Return ``value`` with sensitive fields and every string holding a secret blanked."""
+    if isinstance(value, dict):
+        return {
+            _redact_text(str(k), redact): (
+                _REDACTED if k in _SENSITIVE_FIELDS else _redact_json(v, redact)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_json(v, redact) for v in value]
+    if isinstance(value, str):
+        return _redact_text(value, redact)
+    return value
+
+
+def _redact_text(text: str, redact: tuple[str, ...]) -> str:
+    for secret in redact:
+        for form in _escaped_forms(secret):
+            text = text.replace(form, _REDACTED)
+    return text
+
+
+def _body_snippet(body: bytes, payload: object, redact: tuple[str, ...]) -> str:
+    """A snippet of ``body``; a JSON body is shown re-serialised with credentials removed."""
+    if payload is None:
+        return sanitize_snippet(body, redact)
+    try:
+        shown = json.dumps(_redact_json(payload, redact), ensure_ascii=False)
+    except RecursionError:
+        # Too deeply nested to walk: show nothing rather than an unredacted excerpt.
+        shown = "<deeply nested JSON>"
+    return sanitize_snippet(shown, redact)
 
 
 def parse_retry_after(headers: Mapping[str, str], now_wall: float) -> float | None:
@@ -100,10 +158,9 @@ def parse_retry_after(headers: Mapping[str, str], now_wall: float) -> float | No
         try:
             delay = float(value)
         except ValueError:
-            try:
-                delay = email.utils.parsedate_to_datetime(value).timestamp() - now_wall
-            except (TypeError, ValueError, IndexError, OverflowError):
-                delay = None
+            delay = _http_date(value, now_wall)
+        if not math.isfinite(delay if delay is not None else 0.0):
+            delay = None
     if delay is None and (reset := headers.get("x-ratelimit-reset")) is not None:
         try:
             reset_at = float(reset)
@@ -114,6 +171,17 @@ def parse_retry_after(headers: Mapping[str, str], now_wall: float) -> float | No
     if delay is None or not math.isfinite(delay):
         return None
     return min(max(delay, 0.0), MAX_RETRY_AFTER)
+
+
+def _http_date(value: str, now_wall: float) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is None:
+            # "-0000" parses naive; HTTP dates are always GMT, never local time.
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.timestamp() - now_wall
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _jwt_claims(token: str) -> dict[str, Any]:
@@ -132,14 +200,12 @@ def _number(value: object) -> float | None:
     """Read a JSON number or numeric string; ``None`` for anything else (bools included)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-    else:
+    if not isinstance(value, int | float | str):
+        return None
+    try:
+        # float() of a JSON integer with hundreds of digits raises OverflowError.
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
 
@@ -154,14 +220,21 @@ def _lifetime(payload: Mapping[str, Any], access_token: str, sent_wall: float) -
     return min(max(lifetime, MIN_LIFETIME), MAX_LIFETIME)
 
 
-def _error_fields(payload: object) -> tuple[str | None, str | None]:
+def _error_fields(payload: object, redact: tuple[str, ...]) -> tuple[str | None, str | None]:
     if not isinstance(payload, dict):
         return None, None
     error, description = payload.get("error"), payload.get("error_description")
+    # A server may echo what it was sent (the secret) in either field: redact both.
     return (
-        sanitize_snippet(error) if isinstance(error, str) else None,
-        sanitize_snippet(description) if isinstance(description, str) else None,
+        sanitize_snippet(error, redact) if isinstance(error, str) else None,
+        sanitize_snippet(description, redact) if isinstance(description, str) else None,
     )
+
+
+def _retryable_status(status: int) -> bool:
+    # 408, 429 and the 5xx family (proxies and CDNs add their own, such as 520-524);
+    # 501 Not Implemented and 505 HTTP Version Not Supported do not heal by waiting.
+    return status in _RETRYABLE_STATUS or (500 <= status <= 599 and status not in {501, 505})
 
 
 def _error_from_oauth(
@@ -179,7 +252,7 @@ def _error_from_oauth(
             error_description=description,
             retry_after=retry_after,
         )
-    retryable = error in _RETRYABLE_ERRORS or status in _RETRYABLE_STATUS
+    retryable = error in _RETRYABLE_ERRORS or _retryable_status(status)
     hint = "this is temporary; try again shortly" if retryable else "check the request settings"
     return TokenRequestError(
         f"{where} answered HTTP {status} with OAuth error {detail}; {hint}.",
@@ -213,7 +286,8 @@ def parse_token_response(
     """
     redact = tuple(redact)
     retry_after = parse_retry_after(headers, sent_wall)
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower() or "none"
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = sanitize_snippet(media_type, redact) or "none"
     if truncated:
         raise TokenRequestError(
             f"{where} answered HTTP {status} with a body over {MAX_BODY_BYTES} bytes "
@@ -221,19 +295,19 @@ def parse_token_response(
             "right and that no proxy answers in its place.",
             status_code=status,
             retry_after=retry_after,
-            retryable=status in _RETRYABLE_STATUS,
+            retryable=_retryable_status(status),
         )
     try:
         payload: object = json.loads(body)
     except (ValueError, RecursionError):
         payload = None
-    error, description = _error_fields(payload)
+    error, description = _error_fields(payload, redact)
 
     if not 200 <= status < 300 or error is not None:
         if error is not None:
             raise _error_from_oauth(status, error, description, retry_after, where)
-        retryable = status in _RETRYABLE_STATUS or status >= 500
-        snippet = sanitize_snippet(body, redact)
+        retryable = _retryable_status(status)
+        snippet = _body_snippet(body, payload, redact)
         advice = (
             "this is usually temporary; it is retried automatically"
             if retryable
@@ -249,7 +323,7 @@ def parse_token_response(
     if not isinstance(payload, dict):
         raise TokenRequestError(
             f"{where} answered HTTP {status} with a body that is not a JSON object "
-            f"({content_type}): {sanitize_snippet(body, redact)!r}. A proxy or firewall "
+            f"({content_type}): {_body_snippet(body, payload, redact)!r}. A proxy or firewall "
             "page in front of the endpoint is the usual cause; check the token URL.",
             status_code=status,
             retryable=True,
@@ -268,10 +342,12 @@ def parse_token_response(
             status_code=status,
             retryable=False,
         )
-    token_type = payload.get("token_type", "Bearer")
+    token_type = payload.get("token_type")
+    if token_type is None:
+        token_type = "Bearer"  # required by RFC 6749, but a missing one can only mean Bearer
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         shown = (
-            sanitize_snippet(token_type)
+            sanitize_snippet(token_type, redact)
             if isinstance(token_type, str)
             else type(token_type).__name__
         )

@@ -1,0 +1,408 @@
+"""FileTokenStore: one token fetch for all the processes of one host, through one file.
+
+Three kinds of file live side by side (say the token file is ``tokens.json``):
+
+* ``tokens.json``: ``{"version": 1, "tokens": {key: {"value": base64, "expires": epoch}}}``,
+  mode 0600, only ever replaced whole (temporary file plus ``os.replace`` in the same
+  directory), so a reader sees the old file or the new one, never half of one.
+* ``tokens.json.lock``: held for the milliseconds of a read-modify-write, so two writers
+  never lose each other's entry and compare-and-delete is atomic.
+* ``tokens.json.<tag>.lock``: one per client identity (``tag`` comes from the store key),
+  held around the token fetch, so N processes make one fetch and clients with other
+  credentials sharing the file never wait for it.
+
+The locks are ``flock`` locks (through ``filelock``): the kernel drops them when their
+process dies, so a fetcher killed mid-fetch never blocks the others. Lock files are left in
+place on purpose: unlinking one while another process waits on it would let two processes
+each hold "the" lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import json
+import logging
+import math
+import os
+import random
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
+__all__ = ["FileTokenStore"]
+
+logger = logging.getLogger("entur_oauth")
+
+_FORMAT_VERSION = 1
+#: A token file is a few hundred bytes per client; anything this large is not ours.
+_MAX_FILE_BYTES = 1024 * 1024
+#: How long a read-modify-write waits for another writer (their holds last milliseconds).
+_WRITE_LOCK_TIMEOUT = 10.0
+
+_Tokens = dict[str, Any]
+
+
+class FileTokenStore:
+    """Tokens shared by the processes of one host through a file only its owner can read.
+
+    For the CLI and for several worker processes on one machine. Each entry is sealed
+    (AES-GCM, key derived from the client secret) before it reaches this store, so the
+    file holds nothing usable without the secret. A fetch is guarded by a cross-process
+    lock, so N processes starting at once make one token request.
+
+    The file is refused if it is a symbolic link, is not a regular file, belongs to another
+    user, or is readable or writable by group or others. A corrupt or truncated file is
+    logged, read as empty and rewritten by the next saved token. A file without the owner's
+    write bit is used read-only (saving raises, and the client keeps its own token).
+
+    Args:
+        path: The token file; created (with its directory, mode 0700) when first needed.
+            ``~`` is expanded.
+        lock_timeout: Longest wait, in seconds, for another process's token fetch; after
+            it this process fetches on its own.
+        poll_interval: Seconds between attempts to take a fetch lock held elsewhere.
+
+    Raises:
+        ConfigurationError: The file exists but is unsafe (see above), an option is out
+            of range, or the system is not POSIX.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lock_timeout: float = 60.0,
+        poll_interval: float = 0.05,
+    ) -> None:
+        if os.name != "posix":
+            # Its safety rests on POSIX file modes, owners, O_NOFOLLOW and flock.
+            raise ConfigurationError(
+                "FileTokenStore needs a POSIX system (Linux, macOS); on Windows use "
+                "RedisTokenStore, or the default in-memory store."
+            )
+        if not (lock_timeout > 0 and math.isfinite(lock_timeout)) or not poll_interval > 0:
+            raise ConfigurationError(
+                "FileTokenStore: lock_timeout and poll_interval must be positive numbers "
+                "of seconds."
+            )
+        self.path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        self.lock_timeout = lock_timeout
+        self.poll_interval = poll_interval
+        self._write_lock_path = self.path.with_name(self.path.name + ".lock")
+        # Fail at start-up, where a wrong path or mode is a deployment error the user can
+        # fix; later faults (the file changed under us) are raised per call and the client
+        # falls back to its own token.
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            pass
+        else:
+            _check_token_file(st, self.path)
+        _check_lock_file(self._write_lock_path)
+
+    # -- TokenStore ----------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the sealed token stored under ``key``, or ``None``.
+
+        Raises:
+            ConfigurationError: The file has become unsafe (symlink, mode, owner).
+            OSError: The file cannot be read.
+        """
+        return await anyio.to_thread.run_sync(self._get_sync, key)
+
+    async def set(self, key: str, value: bytes, *, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds, replacing the file atomically.
+
+        Raises:
+            ConfigurationError: The file has become unsafe.
+            OSError: The directory is not writable, the disk is full, or the file is
+                read-only.
+            TimeoutError: Another writer held the file for too long.
+        """
+        entry = {
+            "value": base64.b64encode(value).decode("ascii"),
+            "expires": time.time() + ttl,
+        }
+
+        def change(tokens: _Tokens) -> bool:
+            tokens[key] = entry
+            return True
+
+        await anyio.to_thread.run_sync(self._update, change)
+
+    async def delete(self, key: str, *, expected: bytes | None = None) -> None:
+        """Remove ``key``; with ``expected``, only while it still holds exactly that value.
+
+        Raises:
+            ConfigurationError: The file has become unsafe.
+            OSError: The file cannot be rewritten.
+            TimeoutError: Another writer held the file for too long.
+        """
+
+        def change(tokens: _Tokens) -> bool:
+            if key not in tokens:
+                return False
+            if expected is not None and _entry_value(tokens[key], self.path) != expected:
+                return False  # another process already stored a replacement: keep it
+            del tokens[key]
+            return True
+
+        await anyio.to_thread.run_sync(self._update, change)
+
+    def lock(self, key: str) -> _FetchLock:
+        """Return the cross-process lock held around the fetch of ``key``'s token."""
+        tag = key.rpartition(":")[2][:16] or "default"
+        return _FetchLock(self, self.path.with_name(f"{self.path.name}.{tag}.lock"))
+
+    def __repr__(self) -> str:
+        return f"FileTokenStore({str(self.path)!r})"
+
+    # -- blocking helpers, run in a worker thread ----------------------------------------
+
+    def _get_sync(self, key: str) -> bytes | None:
+        tokens = self._read(for_update=False)
+        entry = tokens.get(key)
+        if entry is None:
+            return None
+        value = _entry_value(entry, self.path)
+        if value is None:
+            return None
+        if entry["expires"] <= time.time():
+            return None
+        return value
+
+    def _read(self, *, for_update: bool) -> _Tokens:
+        """Return the entries of the token file ({} when missing, empty or corrupt)."""
+        try:
+            # O_NOFOLLOW: never read through a symlink someone planted; O_NONBLOCK: a FIFO
+            # in the file's place cannot hang us before fstat refuses it.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _unsafe(self.path, "is a symbolic link") from None
+            raise
+        with os.fdopen(fd, "rb") as file:
+            st = os.fstat(file.fileno())
+            _check_token_file(st, self.path)
+            if for_update and not st.st_mode & stat.S_IWUSR:
+                # Checked here rather than left to open(): os.replace ignores the file's own
+                # mode, and root ignores it altogether; a read-only file means "do not write".
+                raise PermissionError(
+                    errno.EACCES,
+                    "The token file is read-only (no owner write permission); tokens are "
+                    "not saved to it",
+                    str(self.path),
+                )
+            data = file.read(_MAX_FILE_BYTES + 1)
+        return _parse(data, self.path, quiet=for_update)
+
+    def _update(self, change: Callable[[_Tokens], bool]) -> None:
+        """Read the file, apply ``change``, and write it back, under the write lock."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_lock_file(self._write_lock_path)
+        import filelock
+
+        write_lock = _new_lock(self._write_lock_path)
+        try:
+            write_lock.acquire(timeout=_WRITE_LOCK_TIMEOUT, poll_interval=0.005)
+        except filelock.Timeout:
+            raise TimeoutError(
+                f"Another process held {self._write_lock_path} for over "
+                f"{_WRITE_LOCK_TIMEOUT:.0f} s; if no process is writing, remove the file."
+            ) from None
+        try:
+            tokens = self._read(for_update=True)
+            if not change(tokens):
+                return
+            now = time.time()
+            fresh = {
+                k: v
+                for k, v in tokens.items()
+                if isinstance(v, dict) and _is_number(v.get("expires")) and v["expires"] > now
+            }
+            self._write({"version": _FORMAT_VERSION, "tokens": fresh})
+        finally:
+            write_lock.release()
+
+    def _write(self, document: dict[str, Any]) -> None:
+        data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        # mkstemp creates the file 0600 with O_EXCL, in the target's directory so the
+        # rename below is atomic (same file system).
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                # Without fsync a crash right after the rename can leave an empty file on
+                # some file systems; cheap at one write per token lifetime.
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+class _FetchLock:
+    """An exclusive ``flock`` on one lock file, taken without blocking the event loop."""
+
+    def __init__(self, store: FileTokenStore, path: Path) -> None:
+        self._store = store
+        self._path = path
+        self._lock: BaseFileLock | None = None
+
+    async def __aenter__(self) -> None:
+        store = self._store
+        # A fresh lock object per hold: flock excludes separate open files even inside one
+        # process, so two clients (or threads) of this process exclude each other too,
+        # which filelock's per-object re-entrancy would not.
+        lock = _new_lock(self._path)
+        deadline = anyio.current_time() + store.lock_timeout
+        while not await anyio.to_thread.run_sync(_try_acquire, lock, self._path):
+            if anyio.current_time() >= deadline:
+                raise TimeoutError(
+                    f"Waited {store.lock_timeout:.0f} s for another process's token fetch "
+                    f"(lock {self._path}); fetching without it."
+                )
+            # Polling keeps the wait cancellable; a thread blocked in flock() could not be
+            # cancelled and would take the lock after its caller had gone.
+            await anyio.sleep(store.poll_interval * random.uniform(0.5, 1.5))  # noqa: S311
+        self._lock = lock
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            # Unlocking and closing a descriptor does not block, so it runs here, where a
+            # cancelled caller cannot skip it.
+            lock.release()
+
+
+def _new_lock(path: Path) -> BaseFileLock:
+    # Imported here: filelock costs ~70 ms to import, and most programs never use this store.
+    import filelock
+
+    # thread_local=False: anyio may acquire in one worker thread and release in another.
+    return filelock.FileLock(str(path), mode=0o600, thread_local=False)
+
+
+def _try_acquire(lock: BaseFileLock, path: Path) -> bool:
+    import filelock
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_lock_file(path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        return False
+    return True
+
+
+def _check_token_file(st: os.stat_result, path: Path) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise _unsafe(path, "is a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        raise _unsafe(path, "is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise _unsafe(path, f"belongs to another user (uid {st.st_uid})")
+    if st.st_mode & 0o077:
+        raise ConfigurationError(
+            f"The token file {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or "
+            f"others may read or write it. Run 'chmod 600 {path}' (or delete it; it is "
+            "recreated with mode 0600)."
+        )
+
+
+def _check_lock_file(path: Path) -> None:
+    # filelock opens lock files with O_CREAT (and, in older versions, O_TRUNC): a symlink
+    # planted in their place could make us truncate another file.
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise _unsafe(path, "is not a regular file (a symbolic link?)")
+    if st.st_uid != os.geteuid():
+        raise _unsafe(path, f"belongs to another user (uid {st.st_uid})")
+
+
+def _unsafe(path: Path, problem: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"Refusing the token file {path}: it {problem}. Point FileTokenStore at a regular "
+        "file of your own, in a directory only you can write."
+    )
+
+
+def _parse(data: bytes, path: Path, *, quiet: bool) -> _Tokens:
+    if not data.strip():
+        return {}  # a new, empty file (e.g. made with 'install -m 600 /dev/null')
+    problem = None
+    if len(data) > _MAX_FILE_BYTES:
+        problem = f"over {_MAX_FILE_BYTES} bytes"
+    else:
+        try:
+            document = json.loads(data)
+        except (ValueError, RecursionError):
+            problem = "not valid JSON (truncated or corrupt)"
+        else:
+            if (
+                not isinstance(document, dict)
+                or document.get("version") != _FORMAT_VERSION
+                or not isinstance(document.get("tokens"), dict)
+            ):
+                problem = "not a version 1 token file"
+            else:
+                tokens: _Tokens = document["tokens"]
+                return tokens
+    # Writers log quietly: they are the repair, and the reader has already warned.
+    (logger.debug if quiet else logger.warning)(
+        "token file %s is %s; treating it as empty (the next saved token rewrites it)",
+        path,
+        problem,
+    )
+    return {}
+
+
+def _entry_value(entry: object, path: Path) -> bytes | None:
+    """Return the sealed bytes of one entry, or ``None`` if the entry is malformed."""
+    if (
+        isinstance(entry, dict)
+        and isinstance(entry.get("value"), str)
+        and _is_number(entry.get("expires"))
+    ):
+        try:
+            return base64.b64decode(entry["value"], validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    logger.warning("token file %s has a malformed entry; ignoring it", path)
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

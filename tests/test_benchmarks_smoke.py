@@ -1,0 +1,51 @@
+"""Smoke test of the benchmark runner: it runs and prints its table (no timing is judged)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+
+
+def test_quick_run_prints_and_writes_the_table(tmp_path: Path) -> None:
+    """``run.py --quick --only per_request`` prints the results table, one row per event
+    loop with a ratio and a verdict, and writes the same table to RESULTS.md."""
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--only", "per_request", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == (
+        "| figure | this library | bare httpx2 | raw authlib | ratio | target | pass/fail |"
+    )
+    rows = [line.split(" | ") for line in lines[2:]]
+    assert [row[0].removeprefix("| ") for row in rows] == [
+        "per request, cached token, in-process transport, client CPU (asyncio)",
+        "per request, cached token, in-process transport, client CPU (trio)",
+    ]
+    for row in rows:
+        assert re.fullmatch(r"\d+\.\d{3}x", row[4]), row
+        assert row[6].removesuffix(" |") in {"pass", "**FAIL**"}, row
+    assert proc.stdout.strip() in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_unknown_figure_is_refused(tmp_path: Path) -> None:
+    """A misspelt ``--only`` figure stops the runner with a usage error naming the choices."""
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--only", "per_requests", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "per_requests" in proc.stderr
+    assert "per_request," in proc.stderr
+    assert not (tmp_path / "RESULTS.md").exists()

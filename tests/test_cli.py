@@ -1,0 +1,608 @@
+"""The ``entur-oauth`` command line, run through its real entry points (the installed console
+script and ``python -m entur_oauth``) in subprocesses, against the fake Entur on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from entur_oauth.testing import FakeEntur, ScriptedResponse
+
+SCRIPT = Path(sys.executable).with_name("entur-oauth")
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
+#: The shape of a FakeEntur's random default secret (the demo's fake is one).
+FAKE_SECRET = re.compile(r"fake-[A-Za-z0-9_-]{24}")
+CUSTOM = {"ENTUR_TOKEN_URL", "ENTUR_AUDIENCE", "ENTUR_API_BASE_URL"}
+
+
+def run(
+    *args: str,
+    env: dict[str, str] | None = None,
+    module: bool = False,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``entur-oauth ARGS`` (or ``python -m entur_oauth ARGS``) with exactly ``env``."""
+    command = [sys.executable, "-m", "entur_oauth"] if module else [str(SCRIPT)]
+    return subprocess.run(
+        [*command, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_nothing_secret(fake: FakeEntur, *texts: str) -> None:
+    """No client secret and no token (issued by ``fake``, or JWT-shaped) in ``texts``."""
+    for text in texts:
+        assert fake.client_secret not in text
+        for token in fake.all_issued_tokens:
+            assert token not in text
+        assert not JWT.search(text), text
+
+
+@pytest.fixture
+def base_env(tmp_path: Path) -> dict[str, str]:
+    """The test process's environment without ENTUR_*, with a private token cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENTUR_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    return env
+
+
+@pytest.fixture
+def fake_env(
+    base_env: dict[str, str], entur_fake: FakeEntur, entur_fake_url: str
+) -> dict[str, str]:
+    """``base_env`` plus the ENTUR_* variables of the fake served on loopback."""
+    return {**base_env, **entur_fake.env(entur_fake_url, client_name="acme-cli")}
+
+
+def test_console_script_and_module_both_answer_help(base_env: dict[str, str]) -> None:
+    """Both entry points run, list every command and the exit codes."""
+    script, module = run("--help", env=base_env), run("--help", env=base_env, module=True)
+    assert script.returncode == module.returncode == 0
+    for command in ("token", "check", "request", "fake-server", "demo"):
+        assert command in script.stdout
+    assert "2 configuration error" in script.stdout
+    assert script.stdout.replace("__main__.py", "entur-oauth") == module.stdout
+
+
+@pytest.mark.parametrize(
+    "form", [["--client-secret", "hunter2-9b"], ["--client-secret=hunter2-9b"]]
+)
+def test_no_client_secret_flag_exists(base_env: dict[str, str], form: list[str]) -> None:
+    """A secret on the command line lands in shell history: there is no flag for it, and
+    the refusal does not echo the value (nor is it taken for --client-secret-file)."""
+    result = run("token", *form, env=base_env)
+    assert result.returncode == 2
+    assert "there is no --client-secret option" in result.stderr
+    assert "hunter2-9b" not in result.stderr + result.stdout
+
+
+# -- token -------------------------------------------------------------------------------
+
+
+def test_token_prints_a_token_the_fake_issued(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """stdout is exactly the token (for $(...)), stderr is empty."""
+    result = run("token", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == entur_fake.all_issued_tokens[0] + "\n"
+    assert result.stderr == ""
+
+
+def test_token_header_prints_the_authorization_line(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """--header prints the whole header line, ready for curl -H."""
+    result = run("token", "--header", "--no-cache", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"Authorization: Bearer {entur_fake.all_issued_tokens[0]}\n"
+
+
+def test_token_is_reused_across_runs_through_the_cache_file(
+    fake_env: dict[str, str], entur_fake: FakeEntur, tmp_path: Path
+) -> None:
+    """A second run (python -m, on trio) reuses the cached token; the cache file is private
+    and holds no token."""
+    first = run("token", env=fake_env)
+    second = run("token", "--backend", "trio", env=fake_env, module=True)
+    assert first.returncode == second.returncode == 0
+    assert first.stdout == second.stdout
+    assert entur_fake.token_count == 1
+    cache = tmp_path / "cache" / "entur-oauth" / "tokens.json"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert first.stdout.strip() not in cache.read_text()
+    assert run("token", "--no-cache", env=fake_env).returncode == 0
+    assert entur_fake.token_count == 2
+
+
+def test_token_cache_file_option(fake_env: dict[str, str], tmp_path: Path) -> None:
+    """--cache-file puts the cache where the user says."""
+    path = tmp_path / "elsewhere" / "t.json"
+    assert run("token", "--cache-file", str(path), env=fake_env).returncode == 0
+    assert path.exists()
+
+
+def test_client_secret_file_replaces_the_variable(
+    fake_env: dict[str, str], entur_fake: FakeEntur, tmp_path: Path
+) -> None:
+    """--client-secret-file reads the secret from a file (ENTUR_CLIENT_SECRET unset)."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(entur_fake.client_secret + "\n")
+    secret_file.chmod(0o600)
+    env = {k: v for k, v in fake_env.items() if k != "ENTUR_CLIENT_SECRET"}
+    result = run("token", "--no-cache", "--client-secret-file", str(secret_file), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert entur_fake.token_requests[0].json()["client_secret"] == entur_fake.client_secret
+
+
+def test_token_verbose_logs_only_fingerprints(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """--verbose logs the fetch at DEBUG to stderr, without the token or the secret."""
+    result = run("--verbose", "token", "--no-cache", env=fake_env)
+    assert result.returncode == 0
+    assert "DEBUG" in result.stderr
+    assert "fetched token" in result.stderr
+    assert_nothing_secret(entur_fake, result.stderr)
+
+
+# -- check -------------------------------------------------------------------------------
+
+
+def test_check_describes_the_token_without_printing_it(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """check shows environment, client, audience, expiry, scopes, permissions and the API's
+    verdict on the token, and never the token or the secret."""
+    result = run("check", "--path", "/personalisation/v1/programs/1", "--verbose", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in (
+        "environment: fake",
+        f"audience:    {entur_fake.audience}",
+        "client id:   fake-client-id",
+        "client name: acme-cli",
+        "scopes:      test:read",
+        "permissions: test:read",
+        "(in 23 h 59 min)",
+        "HTTP 200 OK: the API accepts the token",
+    ):
+        assert expected in out
+    assert re.search(r"expires: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", out)
+    assert_nothing_secret(entur_fake, result.stdout, result.stderr)
+
+
+def test_check_fetches_a_fresh_token_despite_the_cache(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """check proves the credentials work now: it never answers from the token cache."""
+    assert run("token", env=fake_env).returncode == 0
+    assert run("check", env=fake_env).returncode == 0
+    assert entur_fake.token_count == 2
+
+
+def test_check_reports_a_forbidden_path_as_api_error(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """A 403 on --path exits 5 and says the client lacks permission."""
+    result = run("check", "--path", "/forbidden/x", env=fake_env)
+    assert result.returncode == 5
+    assert "403 Forbidden" in result.stderr
+    assert "next:" in result.stderr
+    assert_nothing_secret(entur_fake, result.stdout, result.stderr)
+
+
+# -- request -----------------------------------------------------------------------------
+
+
+def test_request_sends_json_and_headers_and_pretty_prints(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """request sends the body, extra headers and the bearer; prints pretty JSON and status."""
+    result = run(
+        "request",
+        "post",
+        "/sales/v1/offers",
+        "--json",
+        '{"travellers": [1, 2]}',
+        "--header",
+        "Entur-POS: acme-web",
+        "--header",
+        "X-Correlation-Id:abc",
+        env=fake_env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "path": "/sales/v1/offers",
+        "client_name": "acme-cli",
+        "authenticated": True,
+    }
+    assert result.stdout.startswith('{\n  "path"')  # indented
+    assert result.stderr.startswith("HTTP 200 OK")
+    (call,) = entur_fake.api_requests
+    assert call.method == "POST"
+    assert call.json() == {"travellers": [1, 2]}
+    assert call.headers["entur-pos"] == "acme-web"
+    assert call.headers["x-correlation-id"] == "abc"
+    assert call.headers["authorization"].startswith("Bearer ")
+    assert_nothing_secret(entur_fake, result.stderr)
+
+
+def test_request_body_from_a_file_and_from_stdin(
+    fake_env: dict[str, str], entur_fake: FakeEntur, tmp_path: Path
+) -> None:
+    """--json @FILE and --json - read the body from a file and from stdin."""
+    body = tmp_path / "body.json"
+    body.write_text('{"from": "file"}')
+    assert run("request", "PUT", "/x", "--json", f"@{body}", env=fake_env).returncode == 0
+    assert (
+        run(
+            "request", "PUT", "/x", "--json", "-", env=fake_env, stdin='{"from": "stdin"}'
+        ).returncode
+        == 0
+    )
+    assert [r.json() for r in entur_fake.api_requests] == [{"from": "file"}, {"from": "stdin"}]
+
+
+def test_request_error_status_prints_the_body_and_exits_5(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """A 4xx/5xx answer is printed and exits 5; a 403 is named ForbiddenError's way."""
+    entur_fake.fail_api(ScriptedResponse(503, json={"message": "down for maintenance"}))
+    result = run("request", "GET", "/x", env=fake_env)
+    assert result.returncode == 5
+    assert "down for maintenance" in result.stdout
+    assert "HTTP 503" in result.stderr
+    forbidden = run("request", "GET", "/forbidden/x", env=fake_env)
+    assert forbidden.returncode == 5
+    assert "Token lacks permission" in forbidden.stdout
+    assert "lacks permission for this endpoint" in forbidden.stderr
+    assert_nothing_secret(entur_fake, result.stderr, forbidden.stdout, forbidden.stderr)
+
+
+def test_request_without_credentials_is_an_open_api_call(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """Without ENTUR_CLIENT_ID/SECRET: no token request, no Authorization, a note on stderr."""
+    env = {k: v for k, v in fake_env.items() if k not in {"ENTUR_CLIENT_ID", "ENTUR_CLIENT_SECRET"}}
+    result = run("request", "GET", "/geocoder/v1/autocomplete?text=Oslo", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "open API" in result.stderr
+    assert entur_fake.token_count == 0
+    (call,) = entur_fake.api_requests
+    assert call.params == {"text": "Oslo"}
+    assert "authorization" not in call.headers
+    assert call.headers["et-client-name"] == "acme-cli"
+
+
+# -- exit codes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "drop", "expected"),
+    [
+        (["token"], {"ENTUR_CLIENT_NAME"}, "ENTUR_CLIENT_NAME"),
+        (["check"], {"ENTUR_CLIENT_ID"}, "ENTUR_CLIENT_ID"),
+        (["token", "--environment", "nowhere"], CUSTOM, "known environments: dev, production"),
+        (["token"], {"ENTUR_TOKEN_URL"}, "needs ENTUR_TOKEN_URL"),
+        (["token", "--client-secret-file", "/nonexistent/secret"], set(), "secret file"),
+        (["request", "GET", "/x", "--json", "{oops"], set(), "not valid JSON"),
+        (["request", "GET", "/x", "--header", "no-colon"], set(), "'Name: value'"),
+        (["--client-name", "bad name", "token"], set(), "whitespace"),
+        (["demo", "--calls", "0"], set(), "--calls"),
+    ],
+)
+def test_configuration_errors_exit_2_and_say_what_to_do(
+    fake_env: dict[str, str],
+    entur_fake: FakeEntur,
+    args: list[str],
+    drop: set[str],
+    expected: str,
+) -> None:
+    """Each configuration error exits 2, names the problem and the next step, calls nobody."""
+    env = {k: v for k, v in fake_env.items() if k not in drop}
+    result = run(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "next:" in result.stderr
+    assert result.stdout == ""
+    assert entur_fake.token_count == 0
+
+
+def test_rejected_credentials_exit_3(
+    fake_env: dict[str, str], entur_fake: FakeEntur, tmp_path: Path
+) -> None:
+    """A wrong secret (here from a file) exits 3 with what to check; the secret is not shown."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("wrong-secret-5d1f")
+    for command in (["token"], ["check"], ["request", "GET", "/x"]):
+        result = run(*command, "--client-secret-file", str(secret_file), env=fake_env)
+        assert result.returncode == 3, result.stderr
+        assert "credentials rejected" in result.stderr
+        assert "ENTUR_CLIENT_SECRET" in result.stderr
+        assert "wrong-secret-5d1f" not in result.stderr + result.stdout
+    assert "readable by other users" in result.stderr  # the file was created 0644
+
+
+def test_token_endpoint_failure_exits_4(fake_env: dict[str, str], entur_fake: FakeEntur) -> None:
+    """503 on every attempt: exit 4 after the client's retries, and the advice to retry."""
+    entur_fake.fail_token(503, times=3)
+    result = run("token", "--no-cache", env=fake_env)
+    assert result.returncode == 4
+    assert "token request failed" in result.stderr
+    assert "next: Try again" in result.stderr
+    assert entur_fake.token_count == 3
+
+
+def test_unreachable_token_endpoint_exits_4(base_env: dict[str, str]) -> None:
+    """Nothing listening at the token URL: exit 4 with network advice."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        env = {
+            **base_env,
+            **FakeEntur().env(f"http://127.0.0.1:{port}"),
+        }
+        result = run("check", env=env)
+    assert result.returncode == 4
+    assert "check the network" in result.stderr
+
+
+def test_unreachable_api_exits_4(fake_env: dict[str, str]) -> None:
+    """A transport error on the API call itself (an open-API request) also exits 4."""
+    env = {k: v for k, v in fake_env.items() if k not in {"ENTUR_CLIENT_ID", "ENTUR_CLIENT_SECRET"}}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        env["ENTUR_API_BASE_URL"] = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        result = run("request", "GET", "/geocoder/v1/autocomplete", env=env)
+    assert result.returncode == 4
+    assert "network error" in result.stderr
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("backend", "server"), [("asyncio", "uvicorn"), ("trio", "builtin")])
+def test_demo_without_credentials_shows_the_whole_story(
+    base_env: dict[str, str], backend: str, server: str
+) -> None:
+    """The demo runs the real client against the embedded fake and shows one fetch for many
+    calls, reuse, renewal, one re-fetch after 401s, and ForbiddenError; nothing secret."""
+    result = run("demo", "--backend", backend, "--server", server, "--calls", "50", env=base_env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"event loop: {backend}; server: {server}" in out
+    assert "1. 50 concurrent first calls\n   -> 50 x 200 OK; token requests: 1" in out
+    assert "2. 50 more calls\n   -> 50 x 200 OK; token requests: 0" in out
+    assert "-> 1 x 200 OK; token requests: 1 (renewed before it expired: no 401 seen)" in out
+    assert (
+        "-> 50 x 401 Unauthorized, retried with a new token: 50 x 200 OK; token requests: 1" in out
+    )
+    assert "raised ForbiddenError (HTTP 403)" in out
+    assert "In all: 202 API requests, 3 token requests, 3 distinct tokens" in out
+    assert "ET-Client-Name on every request, token requests included: yes" in out
+    assert not JWT.search(out + result.stderr)
+    assert not FAKE_SECRET.search(out + result.stderr)
+
+
+def test_demo_with_environment_uses_the_configured_entur(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """--environment switches to the real-Entur path: here a custom environment pointing
+    at the loopback fake, so the path is tested without leaving the machine."""
+    result = run("demo", "--environment", "fake", "--path", "/forbidden/x", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "against Entur 'fake'" in out
+    assert "50 concurrent get_access_token() calls\n   -> token requests: 1" in out
+    assert "the cached token was reused" in out
+    assert "one re-fetch for all" in out
+    assert "raised ForbiddenError (HTTP 403)" in out
+    assert entur_fake.token_count == 2
+    assert_nothing_secret(entur_fake, out, result.stderr)
+
+
+def test_demo_for_staging_without_credentials_exits_2_before_any_network(
+    base_env: dict[str, str],
+) -> None:
+    """--environment staging needs ENTUR_* credentials; without them: exit 2, no request."""
+    env = {**base_env, "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9"}
+    result = run("demo", "--environment", "staging", env=env)
+    assert result.returncode == 2
+    assert "ENTUR_CLIENT_ID" in result.stderr
+
+
+def test_demo_warns_that_credentials_are_unused_without_environment(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """ENTUR_* set but no --environment: the demo still uses its own fake, and says so."""
+    result = run("demo", "--calls", "5", env=fake_env)
+    assert result.returncode == 0
+    assert "not used" in result.stderr
+    assert entur_fake.token_count == 0
+
+
+# -- fake-server ---------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """``entur-oauth fake-server`` in a subprocess, with its stdout read in the background."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [str(SCRIPT), "fake-server", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def variables(self, timeout: float = 20) -> dict[str, str]:
+        """Wait for the banner and return the exported variables."""
+        found: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                found[name] = value
+            if "Ctrl+C" in line:
+                return found
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM it; return its exit code and stderr."""
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=20)
+        return self.process.returncode, stderr
+
+
+@pytest.fixture
+def server_process() -> Iterator[list[ServerProcess]]:
+    """Fake servers started by a test, killed if the test did not stop them."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.communicate()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+@pytest.mark.parametrize("server", ["uvicorn", "builtin"])
+def test_fake_server_serves_the_commands_and_stops_cleanly(
+    base_env: dict[str, str], server_process: list[ServerProcess], server: str
+) -> None:
+    """fake-server prints the variables; token and request work against it; SIGTERM stops
+    it with exit 0; its access log names each request."""
+    proc = ServerProcess("--port", "0", "--server", server, "--expires-in", "600", env=base_env)
+    server_process.append(proc)
+    variables = proc.variables()
+    assert set(variables) == {
+        "ENTUR_API_BASE_URL",
+        "ENTUR_AUDIENCE",
+        "ENTUR_CLIENT_ID",
+        "ENTUR_CLIENT_NAME",
+        "ENTUR_CLIENT_SECRET",
+        "ENTUR_ENVIRONMENT",
+        "ENTUR_TOKEN_URL",
+    }
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", variables["ENTUR_API_BASE_URL"])
+    env = {**base_env, **variables}
+    token = run("token", env=env)
+    assert token.returncode == 0, token.stderr
+    trip = run(
+        "request",
+        "POST",
+        "/journey-planner/v3/graphql",
+        "--json",
+        '{"query": "{ trip { tripPatterns { duration } } }"}',
+        env=env,
+    )
+    assert trip.returncode == 0, trip.stderr
+    assert json.loads(trip.stdout)["data"]["trip"]["tripPatterns"][0]["duration"] > 0
+    check = run("check", env=env)
+    assert re.search(r"\(in (9|10) min", check.stdout), check.stdout  # --expires-in 600
+    code, stderr = proc.stop()
+    assert code == 0
+    assert "POST /oauth/token -> 200" in stderr
+    assert "POST /journey-planner/v3/graphql -> 200" in stderr
+    assert "Fake Entur stopped." in stderr
+    assert token.stdout.strip() not in stderr
+
+
+def test_fake_server_on_a_taken_port_exits_2(base_env: dict[str, str]) -> None:
+    """A port in use: exit 2 and the advice to pick another."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        result = run("fake-server", "--port", str(sock.getsockname()[1]), env=base_env)
+    assert result.returncode == 2
+    assert "--port" in result.stderr
+
+
+def test_fake_server_refuses_a_non_loopback_host(base_env: dict[str, str]) -> None:
+    """The fake never listens beyond loopback."""
+    result = run("fake-server", "--host", "0.0.0.0", env=base_env)
+    assert result.returncode == 2
+    assert "loopback" in result.stderr
+
+
+# -- in-process (the same code paths, measured by coverage) ------------------------------
+
+
+def test_main_in_process_runs_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    """main() returns the exit code instead of exiting; the demo runs in-process too."""
+    from entur_oauth._cli import main
+
+    assert main(["demo", "--calls", "3", "--server", "builtin"]) == 0
+    out = capsys.readouterr().out
+    assert "3 concurrent first calls\n   -> 3 x 200 OK; token requests: 1" in out
+    assert not JWT.search(out)
+
+
+def test_main_in_process_commands_and_exit_codes(
+    entur_fake: FakeEntur,
+    entur_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """token, check and request in-process, and each exit code from 0 to 5."""
+    from entur_oauth._cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert main(["token", "--header"]) == 0
+    assert capsys.readouterr().out.startswith("Authorization: Bearer ey")
+    assert main(["check", "--path", "/x", "--verbose"]) == 0
+    assert main(["request", "GET", "/x", "--header", "A: b"]) == 0
+    entur_fake.fail_api(404)
+    assert main(["check", "--path", "/x"]) == 5  # not refused, but not found either
+    assert main(["request", "GET", "/forbidden/x"]) == 5
+    entur_fake.fail_token(503, times=3)
+    assert main(["check"]) == 4
+    monkeypatch.setenv("ENTUR_CLIENT_SECRET", "nope")
+    assert main(["check"]) == 3
+    monkeypatch.delenv("ENTUR_CLIENT_NAME")
+    assert main(["token"]) == 2
+    captured = capsys.readouterr()
+    assert_nothing_secret(entur_fake, captured.err)
+    assert "nope" not in captured.err
+
+
+def test_redactor_removes_secrets_bearer_tokens_and_jwts() -> None:
+    """The --verbose filter and error printer redact what must never be shown."""
+    from entur_oauth._cli import _Redactor
+
+    redactor = _Redactor()
+    redactor.add("s3cret-value")
+    text = redactor.redact(
+        "secret=s3cret-value auth='Bearer abc.def-ghi' jwt=eyJhbGciOi.eyJzdWIiOi.sig end"
+    )
+    assert text == ("secret=[redacted] auth='Bearer [redacted]' jwt=[redacted token] end")

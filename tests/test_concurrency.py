@@ -1,0 +1,373 @@
+"""Concurrency: single-flight fetches under load, shared failures, cancellation, hangs and
+a second event loop (asyncio and trio)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx2
+import pytest
+
+from entur_oauth import (
+    EnturClient,
+    EventLoopError,
+    MemoryTokenStore,
+    RetryPolicy,
+    TokenRequestError,
+)
+from entur_oauth._manager import TokenManager
+from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
+
+from ._faults import TokenGate, eventually
+from .conftest import LoopbackServer
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock on which retry back-offs pass at once."""
+    return FakeClock(autojump=True)
+
+
+@pytest.fixture
+def entur(clock: FakeClock) -> FakeEntur:
+    """The fake Entur on the test's clock."""
+    return FakeEntur(clock=clock)
+
+
+@pytest.fixture
+def gate(entur: FakeEntur) -> TokenGate:
+    """The fake behind a gate that can hold token requests in flight."""
+    return TokenGate(entur)
+
+
+@asynccontextmanager
+async def _client(
+    entur: FakeEntur, clock: FakeClock, gate: TokenGate | None = None, **kwargs: object
+) -> AsyncIterator[tuple[EnturClient, TokenManager, MemoryTokenStore]]:
+    store = MemoryTokenStore()
+    transport = httpx2.ASGITransport(app=gate) if gate is not None else entur.transport()
+    client = entur.client(transport=transport, clock=clock, token_store=store, **kwargs)
+    async with client:
+        manager = client._manager
+        assert manager is not None
+        yield client, manager, store
+
+
+async def _assert_nothing_held(manager: TokenManager, store: MemoryTokenStore) -> None:
+    assert manager._flight is None
+    with anyio.fail_after(1):
+        async with store.lock(manager._store_key):
+            pass
+
+
+async def _gather(n: int, call: Callable[[], object]) -> None:
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(call)  # type: ignore[arg-type]
+
+
+# -- single flight -------------------------------------------------------------------------
+
+
+async def test_two_hundred_concurrent_first_requests_make_one_fetch(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """200 concurrent first requests: one token request, 200 successes; every request
+    waited (there was no token yet), none while a valid token existed."""
+    statuses: list[int] = []
+    async with _client(entur, clock) as (client, manager, _):
+
+        async def call() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        await _gather(200, call)
+        assert (manager.rounds, manager.waits, manager.valid_waits) == (1, 200, 0)
+    assert statuses == [200] * 200
+    assert entur.token_count == 1
+
+
+async def test_token_expiring_under_load_is_renewed_once(
+    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+) -> None:
+    """The token expires while 200 requests arrive; its renewal is held in flight so all
+    of them pile up behind it: still exactly one more token request."""
+    statuses: list[int] = []
+    async with _client(entur, clock, gate) as (client, manager, _):
+        await client.get("/x")
+        clock.advance(DAY + 1)
+        gate.close()
+
+        async def call() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(call)
+            await eventually(lambda: manager.waits == 201)
+            gate.open()
+    assert statuses == [200] * 200
+    assert entur.token_count == 2
+
+
+async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
+    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+) -> None:
+    """50 requests wait on one fetch whose three attempts all fail: each gets the same
+    error (type, message, status), from ONE round of three token requests; the client
+    then works."""
+    errors: list[TokenRequestError] = []
+    entur.fail_token(503, times=3)
+    async with _client(entur, clock, gate) as (client, manager, store):
+
+        async def call() -> None:
+            try:
+                await client.get("/x")
+            except TokenRequestError as exc:
+                errors.append(exc)
+
+        gate.close()
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(call)
+            await eventually(lambda: manager.waits == 50)
+            gate.open()
+        assert len(errors) == 50
+        assert len({(type(e), str(e), e.status_code, e.retryable) for e in errors}) == 1
+        assert errors[0].status_code == 503
+        assert (entur.token_count, manager.rounds) == (3, 1)
+        await _assert_nothing_held(manager, store)
+        assert (await client.get("/x")).status_code == 200
+
+
+# -- cancellation --------------------------------------------------------------------------
+
+
+async def test_cancelling_the_fetching_task_hands_the_fetch_to_a_waiter(
+    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+) -> None:
+    """The task that fetches is cancelled (anyio cancel scope, which is a trio cancel
+    scope on trio) while its request hangs: the 10 waiters are not failed with its
+    cancellation; one of them fetches, all succeed, nothing stays held."""
+    statuses: list[int] = []
+    async with _client(entur, clock, gate) as (client, manager, store):
+        gate.close()
+        leader_scope = anyio.CancelScope()
+
+        async def leader() -> None:
+            with leader_scope:
+                await client.get("/x")
+
+        async def waiter() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leader)
+            await eventually(lambda: gate.arrived == 1)
+            for _ in range(10):
+                tg.start_soon(waiter)
+            await eventually(lambda: manager.waits == 11)
+            leader_scope.cancel()
+            await eventually(lambda: gate.arrived == 2)  # a waiter took over the fetch
+            gate.open()
+        assert leader_scope.cancelled_caught
+        assert statuses == [200] * 10
+        assert entur.token_count == 1  # the cancelled request never reached Entur
+        await _assert_nothing_held(manager, store)
+
+
+async def test_cancelling_waiters_leaves_the_fetch_and_the_client_alone(
+    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+) -> None:
+    """Waiters that give up (move_on_after) do not disturb the fetch they waited on."""
+    async with _client(entur, clock, gate) as (client, manager, store):
+        gate.close()
+        gave_up: list[bool] = []
+
+        async def impatient() -> None:
+            with anyio.move_on_after(0.05) as scope:
+                await client.get("/x")
+            gave_up.append(scope.cancelled_caught)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.get, "/x")
+            await eventually(lambda: gate.arrived == 1)
+            for _ in range(10):
+                tg.start_soon(impatient)
+            await eventually(lambda: len(gave_up) == 10)
+            assert manager._flight is not None
+            gate.open()
+        assert gave_up == [True] * 10
+        assert entur.token_count == 1
+        await _assert_nothing_held(manager, store)
+        assert (await client.get("/x")).status_code == 200
+
+
+async def test_native_cancellation_of_the_fetching_task(
+    entur: FakeEntur, clock: FakeClock, gate: TokenGate, anyio_backend: str
+) -> None:
+    """asyncio's Task.cancel() on asyncio, trio's own CancelScope on trio: the fetch is
+    abandoned cleanly and the next request fetches."""
+    async with _client(entur, clock, gate) as (client, manager, store):
+        gate.close()
+        if anyio_backend == "asyncio":
+            task = asyncio.get_running_loop().create_task(client.get("/x"))
+            await eventually(lambda: gate.arrived == 1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            import trio
+
+            async with trio.open_nursery() as nursery:
+                scope = trio.CancelScope()
+
+                async def fetch() -> None:
+                    with scope:
+                        await client.get("/x")
+
+                nursery.start_soon(fetch)
+                await eventually(lambda: gate.arrived == 1)
+                scope.cancel()
+            assert scope.cancelled_caught
+        await _assert_nothing_held(manager, store)
+        gate.open()
+        assert (await client.get("/x")).status_code == 200
+        assert entur.token_count == 1
+
+
+# -- hangs ---------------------------------------------------------------------------------
+
+
+async def test_silent_token_endpoint_times_out_for_every_waiter(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """A token endpoint that never answers (in-process, where no HTTP timeout applies):
+    each attempt is cut at 1.5 x RetryPolicy.timeout, and all 20 waiters get a retryable
+    TokenRequestError instead of hanging; the client works afterwards."""
+    entur.fail_token(ScriptedResponse(hang=True), times=2)
+    errors: list[TokenRequestError] = []
+    async with _client(entur, clock, retry=RetryPolicy(timeout=0.1, attempts=2)) as (
+        client,
+        manager,
+        store,
+    ):
+
+        async def call() -> None:
+            try:
+                await client.get("/x")
+            except TokenRequestError as exc:
+                errors.append(exc)
+
+        with anyio.fail_after(5):
+            await _gather(20, call)
+        assert len(errors) == 20
+        assert all(e.retryable and "did not answer" in str(e) for e in errors)
+        assert entur.token_count == 2
+        await _assert_nothing_held(manager, store)
+        assert (await client.get("/x")).status_code == 200
+
+
+async def test_silent_token_endpoint_on_a_real_socket_times_out(clock: FakeClock) -> None:
+    """A TCP server that accepts and never answers: the HTTP read timeout fires, the
+    waiters get a TokenRequestError that says it timed out, nothing hangs."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await anyio.sleep_forever()
+
+    fake = FakeEntur(clock=clock)
+    errors: list[TokenRequestError] = []
+    async with anyio.create_task_group() as server:
+        server.start_soon(listener.serve, silent)
+        client = EnturClient(
+            fake.client_id,
+            fake.client_secret,
+            client_name="test-app",
+            environment=fake.environment(f"http://127.0.0.1:{port}"),
+            clock=clock,
+            retry=RetryPolicy(timeout=0.2, attempts=1),
+        )
+        async with client:
+
+            async def call() -> None:
+                try:
+                    await client.get("/x")
+                except TokenRequestError as exc:
+                    errors.append(exc)
+
+            with anyio.fail_after(5):
+                await _gather(10, call)
+        server.cancel_scope.cancel()
+    await listener.aclose()
+    assert len(errors) == 10
+    assert all(e.retryable and "timed out" in str(e) for e in errors)
+
+
+# -- a second event loop -------------------------------------------------------------------
+
+PAIRS = [("asyncio", "asyncio"), ("asyncio", "trio"), ("trio", "asyncio"), ("trio", "trio")]
+
+
+async def _use(client: EnturClient) -> int:
+    await client.get_access_token()
+    return (await client.get("/x")).status_code
+
+
+async def _use_and_close(client: EnturClient) -> int:
+    async with client:
+        return await _use(client)
+
+
+def _second_run(
+    client: EnturClient, first: str, second: str, *, close: bool = False
+) -> BaseException | int:
+    assert anyio.run(_use_and_close if close else _use, client, backend=first) == 200
+    try:
+        return anyio.run(_use, client, backend=second)
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS)
+def test_second_event_loop_gets_a_clear_error(first: str, second: str) -> None:
+    """One client used from a second anyio.run (new loop, or the other backend) raises
+    EventLoopError that says what to do, never a deep 'bound to a different event loop'."""
+    fake = FakeEntur()
+    outcome = _second_run(fake.client(token_store=MemoryTokenStore()), first, second)
+    assert isinstance(outcome, EventLoopError), repr(outcome)
+    assert "one event loop" in str(outcome)
+    assert "different event loop" not in str(outcome)
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS)
+def test_second_event_loop_with_pooled_sockets_gets_a_clear_error(first: str, second: str) -> None:
+    """The same over real sockets (httpcore2's pool, closed with the first loop's
+    ``async with``: an asyncio transport cannot even be closed from another loop)."""
+    fake = FakeEntur()
+    with LoopbackServer(fake) as server:
+        client = EnturClient(
+            fake.client_id,
+            fake.client_secret,
+            client_name="test-app",
+            environment=fake.environment(server.url),
+            token_store=MemoryTokenStore(),
+        )
+        outcome = _second_run(client, first, second, close=True)
+    assert isinstance(outcome, EventLoopError), repr(outcome)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_client_built_outside_any_loop_works_in_the_loop_that_uses_it(backend: str) -> None:
+    """A client created at import time (no loop yet) belongs to the first loop using it."""
+    fake = FakeEntur()
+    client = fake.client(token_store=MemoryTokenStore())
+    assert anyio.run(_use, client, backend=backend) == 200

@@ -1,0 +1,429 @@
+"""FileTokenStore: a real file, real flock locks, real processes; asyncio and trio."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from entur_oauth import ConfigurationError, EnturClient, FileTokenStore
+from entur_oauth._codec import store_key
+from entur_oauth.testing import FakeEntur
+
+from .conftest import LoopbackServer
+from .fleet_worker import HoldFirstTokenRequest, Worker
+
+pytestmark = pytest.mark.anyio
+
+
+def key_of(fake: FakeEntur) -> str:
+    """The store key the fake's in-process client uses."""
+    env = fake.environment()
+    return store_key(env.token_url, env.audience, fake.client_id)
+
+
+def store_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings entur_oauth logged."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "entur_oauth" and r.levelno == logging.WARNING
+    ]
+
+
+def no_secrets_in(text: str, fake: FakeEntur) -> None:
+    """Assert that neither the client secret nor any issued token is in ``text``."""
+    assert fake.client_secret not in text
+    for token in fake.issued_tokens:
+        assert token not in text
+
+
+async def call(client: EnturClient) -> int:
+    """One authenticated API call; its status."""
+    return (await client.get("/x")).status_code
+
+
+# -- sharing -------------------------------------------------------------------------------
+
+
+async def test_clients_sharing_a_file_make_one_fetch(fake: FakeEntur, tmp_path: Path) -> None:
+    """Clients with separate store objects on one file (as separate processes) share a fetch."""
+    path = tmp_path / "new-dir" / "tokens.json"
+    statuses: list[int] = []
+    async with (
+        fake.client(token_store=FileTokenStore(path)) as first,
+        fake.client(token_store=FileTokenStore(path)) as second,
+    ):
+
+        async def run(client: EnturClient) -> None:
+            statuses.append(await call(client))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(run, first)
+                tg.start_soon(run, second)
+    assert statuses == [200] * 6
+    assert fake.token_count == 1
+    # A third client, started later, takes the token from the file.
+    async with fake.client(token_store=FileTokenStore(path)) as third:
+        assert await call(third) == 200
+    assert fake.token_count == 1
+
+
+async def test_file_is_private_and_replaced_atomically(tmp_path: Path) -> None:
+    """The directory is 0700, the file and its locks 0600; writes replace it whole."""
+    path = tmp_path / "cache" / "tokens.json"
+    store = FileTokenStore(path)
+    async with store.lock("entur-oauth:abc"):
+        await store.set("entur-oauth:abc", b"sealed-1", ttl=60)
+    first_inode = path.stat().st_ino
+    await store.set("entur-oauth:abc", b"sealed-2", ttl=60)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.stat().st_ino != first_inode  # replaced by rename, never rewritten in place
+    names = sorted(p.name for p in path.parent.iterdir())
+    assert names == ["tokens.json", "tokens.json.abc.lock", "tokens.json.lock"]
+    for lock in names[1:]:
+        assert stat.S_IMODE((path.parent / lock).stat().st_mode) == 0o600
+    assert await store.get("entur-oauth:abc") == b"sealed-2"
+
+
+async def test_get_set_delete_and_compare_and_delete(tmp_path: Path) -> None:
+    """Entries per key; delete with ``expected`` only removes that very value; TTL honoured."""
+    store = FileTokenStore(tmp_path / "tokens.json")
+    assert await store.get("k1") is None
+    await store.set("k1", b"one", ttl=60)
+    await store.set("k2", b"two", ttl=60)
+    await store.delete("k1", expected=b"not-one")
+    assert await store.get("k1") == b"one"
+    await store.delete("k1", expected=b"one")
+    assert await store.get("k1") is None
+    assert await store.get("k2") == b"two"
+    await store.delete("k2")
+    assert await store.get("k2") is None
+    await store.set("k3", b"gone", ttl=0)  # already expired: never served, pruned on write
+    assert await store.get("k3") is None
+    await store.set("k4", b"four", ttl=60)
+    assert set(json.loads((tmp_path / "tokens.json").read_text())["tokens"]) == {"k4"}
+
+
+# -- refusing unsafe files -----------------------------------------------------------------
+
+
+def _symlink(path: Path) -> None:
+    victim = path.with_name("victim")
+    victim.write_text("{}")
+    victim.chmod(0o600)
+    path.symlink_to(victim)
+
+
+def _mode(mode: int) -> object:
+    def make(path: Path) -> None:
+        path.write_text("")
+        path.chmod(mode)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_symlink, "symbolic link"),
+        (_mode(0o644), "chmod 600"),
+        (_mode(0o640), "chmod 600"),
+        (_mode(0o602), "chmod 600"),
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: os.mkfifo(p, 0o600), "not a regular file"),
+        (lambda p: p.with_name(p.name + ".lock").symlink_to("/etc/passwd"), "symbolic link"),
+    ],
+    ids=["symlink", "0644", "0640", "0602", "directory", "fifo", "symlinked-lock"],
+)
+def test_unsafe_files_are_refused_at_construction(
+    make: object, message: str, tmp_path: Path
+) -> None:
+    """A symlink, a file others may read or write, or a non-file: ConfigurationError."""
+    path = tmp_path / "tokens.json"
+    make(path)  # type: ignore[operator]
+    with pytest.raises(ConfigurationError, match=message):
+        FileTokenStore(path)
+
+
+async def test_symlink_planted_later_is_refused_and_the_client_carries_on(
+    fake: FakeEntur, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A symlink swapped in after start-up is never followed; the client uses its own token."""
+    path = tmp_path / "tokens.json"
+    store = FileTokenStore(path)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    path.symlink_to(victim)
+    async with fake.client(token_store=store) as client:
+        assert await call(client) == 200
+    assert victim.read_text() == "precious"
+    assert path.is_symlink()
+    warnings = store_warnings(caplog)
+    assert warnings
+    assert all("symbolic link" in w for w in warnings)
+    no_secrets_in(caplog.text, fake)
+
+
+# -- faults --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage", "truncated", "not-an-object", "bad-base64", "wrong-version"],
+)
+async def test_corrupt_file_is_read_as_empty_logged_and_repaired(
+    damage: str, fake: FakeEntur, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Corrupt or truncated: a warning, one fetch, and the file is rewritten whole and valid."""
+    path = tmp_path / "tokens.json"
+    key = key_of(fake)
+    valid = json.dumps({"version": 1, "tokens": {key: {"value": "QUJD", "expires": 2e9}}})
+    content = {
+        "garbage": b"\x00\xff not json at all",
+        "truncated": valid.encode()[: len(valid) // 2],
+        "not-an-object": b"[1, 2, 3]",
+        "bad-base64": valid.replace("QUJD", "!!not base64!!").encode(),
+        "wrong-version": valid.replace('"version": 1', '"version": 99').encode(),
+    }[damage]
+    path.write_bytes(content)
+    path.chmod(0o600)
+    async with fake.client(token_store=FileTokenStore(path)) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 1
+    assert store_warnings(caplog), "the corruption was not logged"
+    repaired = json.loads(path.read_bytes())
+    assert repaired["version"] == 1
+    assert set(repaired["tokens"]) == {key}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # The repaired entry serves the next client without a fetch.
+    async with fake.client(token_store=FileTokenStore(path)) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 1
+
+
+async def test_sealed_value_tampered_with_is_refetched(fake: FakeEntur, tmp_path: Path) -> None:
+    """An entry whose ciphertext was altered fails authentication and is simply re-fetched."""
+    path = tmp_path / "tokens.json"
+    async with fake.client(token_store=FileTokenStore(path)) as client:
+        await call(client)
+    document = json.loads(path.read_bytes())
+    entry = document["tokens"][key_of(fake)]
+    sealed = bytearray(base64.b64decode(entry["value"]))
+    sealed[-1] ^= 1
+    entry["value"] = base64.b64encode(bytes(sealed)).decode()
+    path.write_text(json.dumps(document))
+    async with fake.client(token_store=FileTokenStore(path)) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 2
+
+
+async def test_read_only_file_is_used_but_not_written(
+    fake: FakeEntur, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mode 0400: the client fetches its own token, logs a warning, leaves the file alone."""
+    path = tmp_path / "tokens.json"
+    path.write_text('{"version": 1, "tokens": {}}')
+    path.chmod(0o400)
+    async with fake.client(token_store=FileTokenStore(path)) as client:
+        assert await call(client) == 200
+        assert await call(client) == 200
+    assert fake.token_count == 1
+    assert path.read_text() == '{"version": 1, "tokens": {}}'
+    (warning,) = store_warnings(caplog)
+    assert "write failed" in warning
+    assert "read-only" in warning
+    no_secrets_in(caplog.text, fake)
+
+
+def _worker_config(fake: FakeEntur, url: str, **extra: object) -> dict[str, object]:
+    return {
+        "base_url": url,
+        "audience": fake.audience,
+        "client_id": fake.client_id,
+        "client_secret": fake.client_secret,
+        "backend": "asyncio",
+        "store": "file",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_unwritable_directory(backend: str, fake: FakeEntur, tmp_path: Path) -> None:
+    """A directory the process cannot write: a real worker still gets its call through."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        # root ignores file modes; drop the capabilities that let it, for the worker only.
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a directory unwritable")
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    directory = tmp_path / "locked"
+    directory.mkdir()
+    directory.chmod(0o500)
+    try:
+        with LoopbackServer(fake) as server:
+            config = _worker_config(
+                fake, server.url, backend=backend, target=str(directory / "tokens.json")
+            )
+            worker = Worker(config, prefix=prefix)
+            worker.wait_ready()
+            worker.go()
+            report = worker.result()
+    finally:
+        directory.chmod(0o700)
+    assert report["status"] == 200
+    assert report["fetches"] == 1
+    assert any("failed" in w and "Permission denied" in w for w in report["warnings"])
+    assert list(directory.iterdir()) == []
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_full_disk(backend: str, fake: FakeEntur, tmp_path: Path) -> None:
+    """Writes fail as on a full disk (RLIMIT_FSIZE): the call succeeds, no temp file is left."""
+    path = tmp_path / "tokens.json"
+    with LoopbackServer(fake) as server:
+        config = _worker_config(fake, server.url, backend=backend, target=str(path))
+        # Unmeasured: coverage could not write its data file under this limit either.
+        worker = Worker({**config, "fsize_limit": 64}, measured=False)
+        worker.wait_ready()
+        worker.go()
+        report = worker.result()
+    assert report["status"] == 200
+    assert report["fetches"] == 1
+    (warning,) = report["warnings"]
+    assert "token store write failed" in warning
+    assert "File too large" in warning
+    assert not path.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+async def test_lock_held_too_long_falls_back_to_own_fetch(
+    fake: FakeEntur, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fetch lock held past lock_timeout: this client fetches on its own, with a warning."""
+    path = tmp_path / "tokens.json"
+    holder = FileTokenStore(path)
+    store = FileTokenStore(path, lock_timeout=0.3, poll_interval=0.02)
+    async with holder.lock(key_of(fake)), fake.client(token_store=store) as client:
+        started = anyio.current_time()
+        assert await call(client) == 200
+        waited = anyio.current_time() - started
+    assert 0.3 <= waited < 5.0  # gave up after lock_timeout, not the 60 s default
+    assert fake.token_count == 1
+    (warning,) = store_warnings(caplog)
+    assert "lock failed (TimeoutError" in warning
+
+
+async def test_cancelled_waiter_and_holder_leave_no_lock(tmp_path: Path) -> None:
+    """Cancelling a task waiting for, or holding, the fetch lock never leaves it taken."""
+    store = FileTokenStore(tmp_path / "tokens.json", poll_interval=0.01)
+    async with store.lock("k"):
+        with anyio.move_on_after(0.1) as scope:
+            async with store.lock("k"):
+                pytest.fail("took a lock that was held")
+        assert scope.cancelled_caught
+    with anyio.move_on_after(0.05):
+        async with store.lock("k"):
+            await anyio.sleep_forever()
+    with anyio.fail_after(2):
+        async with store.lock("k"):
+            pass
+
+
+# -- encryption ----------------------------------------------------------------------------
+
+
+async def test_file_holds_neither_token_nor_secret_and_a_rotated_secret_misses(
+    fake: FakeEntur, tmp_path: Path
+) -> None:
+    """Raw bytes (and the decoded values) hold no token or secret; another secret refetches."""
+    path = tmp_path / "tokens.json"
+    async with fake.client(token_store=FileTokenStore(path)) as client:
+        token = await client.get_access_token()
+    raw = path.read_bytes()
+    values = [base64.b64decode(e["value"]) for e in json.loads(raw)["tokens"].values()]
+    for blob in (raw, *values):
+        assert token.encode() not in blob
+        assert token.split(".")[1].encode() not in blob  # not even the JWT payload
+        assert fake.client_secret.encode() not in blob
+        assert fake.client_id.encode() not in blob
+    # The secret is rotated: the old entry cannot be decrypted, so the new client fetches.
+    fake.client_secret = "rotated-secret"
+    async with fake.client(token_store=FileTokenStore(path)) as client:
+        assert await call(client) == 200
+        assert await client.get_access_token() != token
+    assert fake.token_count == 2
+
+
+async def test_rejected_token_is_replaced_once_for_everyone(
+    fake: FakeEntur, tmp_path: Path
+) -> None:
+    """The API rejects the shared token (401): one new fetch serves both clients."""
+    path = tmp_path / "tokens.json"
+    async with (
+        fake.client(token_store=FileTokenStore(path)) as first,
+        fake.client(token_store=FileTokenStore(path)) as second,
+    ):
+        assert [await call(first), await call(second)] == [200, 200]
+        assert fake.token_count == 1
+        fake.revoke_all()
+        statuses: list[int] = []
+
+        async def run(client: EnturClient) -> None:
+            statuses.append(await call(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, first)
+            tg.start_soon(run, second)
+    assert statuses == [200, 200]
+    assert fake.token_count == 2
+
+
+# -- a fetcher killed mid-fetch ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_fetcher_killed_mid_fetch_others_recover_with_one_fetch(
+    fake: FakeEntur, tmp_path: Path
+) -> None:
+    """SIGKILL the process holding the fetch lock: the kernel frees the lock at once."""
+    path = tmp_path / "tokens.json"
+    app = HoldFirstTokenRequest(fake)
+    with LoopbackServer(app) as server:
+        config = _worker_config(fake, server.url, target=str(path))
+        holder = Worker(config, measured=False)
+        waiters = [Worker({**config, "backend": "trio" if i % 2 else "asyncio"}) for i in range(4)]
+        try:
+            for worker in (holder, *waiters):
+                worker.wait_ready()
+            holder.go()
+            deadline = time.monotonic() + 10
+            while app.held_at is None:
+                assert time.monotonic() < deadline, "the holder never asked for a token"
+                time.sleep(0.01)
+            for worker in waiters:
+                worker.go()
+            time.sleep(0.5)  # let the waiters queue on the lock (ordering, not expiry)
+            killed_at = time.time()
+            holder.kill()
+            reports = [worker.result() for worker in waiters]
+        finally:
+            for worker in (holder, *waiters):
+                worker.kill()
+    recovery = max(r["done"] for r in reports) - killed_at
+    assert [r["status"] for r in reports] == [200] * 4
+    assert fake.token_count == 1  # plus the one the killed holder never got
+    assert sorted(r["fetches"] for r in reports) == [0, 0, 0, 1]
+    assert recovery < 3.0  # no lease to wait out: the kernel freed the lock at the kill
+    print(f"\nfile store: recovered {recovery:.3f} s after the lock holder was killed")

@@ -1,0 +1,223 @@
+"""Every code block of README.md runs, so the README cannot rot.
+
+Rules for README authors:
+
+* A ```python block runs as a script in a subprocess whose ``ENTUR_*`` variables point at a
+  fake Entur on loopback (with sample Journey Planner and geocoder answers); it must exit 0.
+  A block that defines ``test_`` functions runs under pytest instead (the ``entur_*``
+  fixtures are there) and must pass.
+* In a ```console / ```sh / ```bash block, each line ``$ entur-oauth ...`` runs with the
+  same variables and must exit 0. Other lines (``$ pip ...``, ``$ export ...``, output) are
+  not run, nor are commands with pipes, redirections or ``$(...)``, nor ``fake-server``
+  (it runs until stopped; tests/test_cli.py covers it).
+* Put ``<!-- skip-test -->`` on the line before a block to leave it out (fragments, real
+  Entur calls).
+* Nothing reaches beyond loopback: every other address goes to a dead proxy.
+
+``TEST_README=path`` runs the blocks of another markdown file (to try this runner out).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from entur_oauth.testing import FakeEntur
+
+README = Path(os.environ.get("TEST_README") or Path(__file__).resolve().parents[1] / "README.md")
+SKIP_MARK = "<!-- skip-test -->"
+_FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
+_LANGS = {
+    "python": "python",
+    "py": "python",
+    "python3": "python",
+    "console": "console",
+    "sh": "console",
+    "shell": "console",
+    "bash": "console",
+    "shell-session": "console",
+}
+_SHELL_SYNTAX = re.compile(r"[|<>;&`]|\$\(")
+NO_NETWORK = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "ALL_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost,::1",
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block: its kind, first line number, text and skip mark."""
+
+    kind: str
+    line: int
+    code: str
+    skip: bool
+
+
+def extract_blocks(markdown: str) -> list[Block]:
+    """Return the python and console blocks of ``markdown``, in order."""
+    lines = markdown.splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        match = _FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        fence, start = match["fence"], i
+        body: list[str] = []
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i])
+            i += 1
+        i += 1  # the closing fence
+        previous = next((ln.strip() for ln in reversed(lines[:start]) if ln.strip()), "")
+        kind = _LANGS.get(match["lang"].lower())
+        if kind is not None:
+            code = textwrap.dedent("\n".join(body)) + "\n"
+            blocks.append(Block(kind, start + 1, code, previous == SKIP_MARK))
+    return blocks
+
+
+def console_commands(code: str) -> list[str]:
+    """Return the ``entur-oauth`` command lines of a console block (continuations joined)."""
+    commands: list[str] = []
+    pending: str | None = None
+    for raw in code.splitlines():
+        line = raw.strip()
+        if pending is not None:
+            pending += " " + line.rstrip("\\").strip()
+            if not line.endswith("\\"):
+                commands.append(pending)
+                pending = None
+            continue
+        if line.startswith("$ "):
+            command = line[2:].strip()
+            if command.endswith("\\"):
+                pending = command.rstrip("\\").strip()
+            else:
+                commands.append(command)
+    return [c for c in commands if c.split(" ", 1)[0] == "entur-oauth"]
+
+
+def _params() -> list[object]:
+    if not README.exists():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{README} does not exist"))]
+    return [
+        pytest.param(block, id=f"{block.kind}-line{block.line}")
+        for block in extract_blocks(README.read_text(encoding="utf-8"))
+    ]
+
+
+@pytest.fixture(scope="module")
+def readme_env() -> Iterator[dict[str, str]]:
+    """A subprocess environment whose ENTUR_* variables point at a fake Entur on loopback."""
+    fake = FakeEntur(samples=True)
+    with fake.serve() as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTUR_", "PYTEST_"))}
+        env.update(NO_NETWORK)
+        env.update(fake.env(url, client_name="acme-readme"))
+        yield env
+
+
+def _run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize("block", _params())
+def test_readme_block_runs(block: Block, readme_env: dict[str, str], tmp_path: Path) -> None:
+    """Each python block runs (a script, or tests under pytest); each console block's
+    entur-oauth commands exit 0."""
+    if block.skip:
+        pytest.skip(f"marked {SKIP_MARK}")
+    where = f"{README.name} line {block.line}"
+    if block.kind == "python":
+        script = tmp_path / ("test_readme_block.py" if "def test_" in block.code else "block.py")
+        script.write_text(block.code, encoding="utf-8")
+        if script.name.startswith("test_"):
+            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+            command += ["-W", "error", str(script)]
+        else:
+            command = [sys.executable, "-W", "error", str(script)]
+        result = _run(command, readme_env, tmp_path)
+        assert result.returncode == 0, f"{where}:\n{result.stdout}\n{result.stderr}"
+        return
+    commands = console_commands(block.code)
+    runnable = [c for c in commands if not _SHELL_SYNTAX.search(c) and "fake-server" not in c]
+    if not runnable:
+        pytest.skip("no entur-oauth command to run in this block")
+    script = Path(sys.executable).with_name("entur-oauth")
+    for line in runnable:
+        result = _run([str(script), *shlex.split(line)[1:]], readme_env, tmp_path)
+        assert result.returncode == 0, f"{where}: $ {line}\n{result.stdout}\n{result.stderr}"
+
+
+def test_readme_has_a_runnable_python_block() -> None:
+    """The README teaches with code that runs: at least one python block is not skipped."""
+    assert README.exists()
+    blocks = extract_blocks(README.read_text(encoding="utf-8"))
+    assert any(b.kind == "python" and not b.skip for b in blocks)
+
+
+SAMPLE = """\
+# Title
+
+```python
+print("one")
+```
+
+<!-- skip-test -->
+
+```py
+raise SystemExit(1)
+```
+
+1. In a list:
+
+   ```console
+   $ entur-oauth token --header
+   Authorization: Bearer ...
+   $ export ENTUR_CLIENT_NAME=x
+   $ entur-oauth request GET \\
+       /geocoder/v1/autocomplete
+   $ curl -H "Authorization: Bearer $(entur-oauth token)" https://example
+   ```
+
+~~~json
+{"not": "run"}
+~~~
+
+```sh
+$ entur-oauth fake-server
+```
+"""
+
+
+def test_extract_blocks_reads_kinds_lines_indentation_and_skip_marks() -> None:
+    """The runner finds python and console blocks, dedents them and honours skip marks."""
+    blocks = extract_blocks(SAMPLE)
+    assert [(b.kind, b.line, b.skip) for b in blocks] == [
+        ("python", 3, False),
+        ("python", 9, True),
+        ("console", 15, False),
+        ("console", 28, False),
+    ]
+    assert blocks[0].code == 'print("one")\n'
+    assert console_commands(blocks[2].code) == [
+        "entur-oauth token --header",
+        "entur-oauth request GET /geocoder/v1/autocomplete",
+    ]
+    assert console_commands(blocks[3].code) == ["entur-oauth fake-server"]

@@ -1,0 +1,385 @@
+"""RedisTokenStore against a real redis-server on a loopback port; asyncio and trio."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+import redis
+
+from entur_oauth import ConfigurationError, EnturClient, MemoryTokenStore, RedisTokenStore
+from entur_oauth._codec import TokenCodec, store_key
+from entur_oauth._secrets import Secret
+from entur_oauth.testing import FakeEntur
+
+from .conftest import LoopbackServer, free_port
+from .fleet_worker import HoldFirstTokenRequest, Worker
+
+if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
+    from .redis_fixture import RedisServer
+
+pytest_plugins = ["tests.redis_fixture"]
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the test database, to look at what the store wrote."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def key_of(fake: FakeEntur) -> str:
+    """The store key the fake's in-process client uses."""
+    env = fake.environment()
+    return store_key(env.token_url, env.audience, fake.client_id)
+
+
+def store_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings entur_oauth logged."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "entur_oauth" and r.levelno == logging.WARNING
+    ]
+
+
+async def call(client: EnturClient) -> int:
+    """One authenticated API call; its status."""
+    return (await client.get("/x")).status_code
+
+
+# -- the store -----------------------------------------------------------------------------
+
+
+async def test_get_set_delete_and_compare_and_delete(redis_url: str, raw: redis.Redis) -> None:
+    """Values are bytes with a Redis TTL; delete with ``expected`` removes only that value."""
+    store = RedisTokenStore(redis_url)
+    assert await store.get("k") is None
+    await store.set("k", b"\x00sealed\xff", ttl=60)
+    assert await store.get("k") == b"\x00sealed\xff"
+    assert 0 < raw.pttl("k") <= 60_000
+    await store.delete("k", expected=b"another value")
+    assert await store.get("k") == b"\x00sealed\xff"
+    await store.delete("k", expected=b"\x00sealed\xff")
+    assert await store.get("k") is None
+    await store.set("k", b"v", ttl=60)
+    await store.delete("k")
+    assert raw.exists("k") == 0
+
+
+async def test_lease_is_exclusive_and_released_only_by_its_owner(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """One holder at a time; a holder whose lease expired never deletes its successor's."""
+    store = RedisTokenStore(redis_url, lease_ttl=30, poll_interval=0.01, wait_timeout=0.2)
+    lease = store.lock("k")
+    await lease.__aenter__()
+    owner = raw.get("k:lease")
+    assert owner is not None
+    assert 0 < raw.pttl("k:lease") <= 30_000
+    with pytest.raises(TimeoutError):
+        async with store.lock("k"):
+            pytest.fail("took a lease that was held")
+    # The lease "expires" and another process takes it; the first holder then exits.
+    raw.delete("k:lease")
+    raw.set("k:lease", b"successor", px=30_000)
+    await lease.__aexit__(None, None, None)
+    assert raw.get("k:lease") == b"successor"
+    raw.delete("k:lease")
+    async with store.lock("k"):
+        assert raw.get("k:lease") not in (None, owner)
+    assert raw.exists("k:lease") == 0
+
+
+async def test_waiter_picks_up_the_token_the_holder_writes(
+    fake: FakeEntur, redis_url: str, raw: redis.Redis
+) -> None:
+    """While the lease is held, a waiter takes the token the holder stores: no second fetch."""
+    store = RedisTokenStore(redis_url, poll_interval=0.01)
+    key = key_of(fake)
+    async with fake.client(token_store=MemoryTokenStore()) as other:
+        await call(other)
+        assert other._manager is not None
+        token = other._manager.token
+    assert token is not None
+    sealed = TokenCodec(Secret(fake.client_secret), key).encode(token)
+    results: list[int] = []
+    done = anyio.Event()
+    async with store.lock(key), fake.client(token_store=store) as client:
+
+        async def waiter() -> None:
+            results.append(await call(client))
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            # This process holds the lease, so the client must wait...
+            tg.start_soon(waiter)
+            await anyio.sleep(0.1)
+            assert not done.is_set()
+            # ...until the "holder" writes the token, which the waiter then uses at once.
+            await store.set(key, sealed, ttl=60)
+            with anyio.fail_after(2):
+                await done.wait()
+            assert raw.exists(f"{key}:lease") == 1  # still held: the waiter did not need it
+    assert results == [200]
+    assert fake.token_count == 1  # only the other client's fetch
+    assert client._manager is not None
+    assert client._manager.fetches == 0
+
+
+async def test_cancelled_holder_and_waiter_leave_no_lease(redis_url: str, raw: redis.Redis) -> None:
+    """Cancelling a holder releases its lease (shielded); a cancelled waiter leaves none."""
+    store = RedisTokenStore(redis_url, poll_interval=0.01)
+    with anyio.move_on_after(0.1):
+        async with store.lock("k"):
+            await anyio.sleep_forever()
+    assert raw.exists("k:lease") == 0
+    async with store.lock("k"):
+        with anyio.move_on_after(0.1):
+            async with store.lock("k"):
+                pytest.fail("took a lease that was held")
+    assert raw.exists("k:lease") == 0
+
+
+def test_configuration_errors_and_repr(redis_server: RedisServer) -> None:
+    """Bad URLs, asyncio or decoding clients are refused; repr shows no password."""
+    with pytest.raises(ConfigurationError, match="not a Redis URL") as info:
+        RedisTokenStore("http://user:hunter2@127.0.0.1:1/0")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigurationError, match="asyncio"):
+        RedisTokenStore(redis.asyncio.Redis())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        RedisTokenStore(redis.Redis(decode_responses=True))
+    with pytest.raises(ConfigurationError, match="positive"):
+        RedisTokenStore(redis_server.url, lease_ttl=0)
+    store = RedisTokenStore("redis://:hunter2@127.0.0.1:6390/3")
+    assert repr(store) == "RedisTokenStore(127.0.0.1:6390, db=3)"
+    client = redis_server.client()
+    assert "RedisTokenStore(127.0.0.1:" in repr(RedisTokenStore(client))
+    client.close()
+
+
+def test_import_without_redis_names_the_extra() -> None:
+    """Without redis installed, entur_oauth imports and RedisTokenStore names the extra."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["redis"] = None  # as if the package were not installed
+        import entur_oauth
+        assert "RedisTokenStore" in entur_oauth.__all__
+        entur_oauth.FileTokenStore
+        try:
+            from entur_oauth import RedisTokenStore
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'entur-oauth[redis]'" in result.stdout
+    assert result.stderr == ""
+
+
+# -- the client with a Redis store ---------------------------------------------------------
+
+
+async def test_clients_sharing_redis_make_one_fetch(fake: FakeEntur, redis_url: str) -> None:
+    """Clients with their own store objects on one Redis share one fetch."""
+    statuses: list[int] = []
+    async with (
+        fake.client(token_store=RedisTokenStore(redis_url)) as first,
+        fake.client(token_store=RedisTokenStore(redis_url)) as second,
+    ):
+
+        async def run(client: EnturClient) -> None:
+            statuses.append(await call(client))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(run, first)
+                tg.start_soon(run, second)
+    assert statuses == [200] * 6
+    assert fake.token_count == 1
+
+
+async def test_redis_holds_neither_token_nor_secret_and_a_rotated_secret_misses(
+    fake: FakeEntur, redis_url: str, raw: redis.Redis
+) -> None:
+    """Keys and values hold no token, secret or client id; another secret refetches."""
+    async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
+        token = await client.get_access_token()
+    keys = raw.keys("*")
+    assert keys == [key_of(fake).encode()]  # the lease is gone, the token stays
+    for blob in (*keys, *(raw.get(k) or b"" for k in keys)):
+        assert token.encode() not in blob
+        assert token.split(".")[1].encode() not in blob
+        assert fake.client_secret.encode() not in blob
+        assert fake.client_id.encode() not in blob
+    fake.client_secret = "rotated-secret"
+    async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
+        assert await call(client) == 200
+        assert await client.get_access_token() != token
+    assert fake.token_count == 2
+
+
+async def test_corrupt_entry_is_refetched_and_overwritten(
+    fake: FakeEntur, redis_url: str, raw: redis.Redis
+) -> None:
+    """Garbage under the key: the client fetches and stores a good token in its place."""
+    raw.set(key_of(fake), b"\x00garbage")
+    async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 1
+    assert raw.get(key_of(fake)) != b"\x00garbage"
+    async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 1
+
+
+async def test_rejected_token_is_replaced_once_for_everyone(
+    fake: FakeEntur, redis_url: str
+) -> None:
+    """The API rejects the shared token (401): one new fetch serves both clients."""
+    async with (
+        fake.client(token_store=RedisTokenStore(redis_url)) as first,
+        fake.client(token_store=RedisTokenStore(redis_url)) as second,
+    ):
+        assert [await call(first), await call(second)] == [200, 200]
+        fake.revoke_all()
+        statuses: list[int] = []
+
+        async def run(client: EnturClient) -> None:
+            statuses.append(await call(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, first)
+            tg.start_soon(run, second)
+    assert statuses == [200, 200]
+    assert fake.token_count == 2
+
+
+async def test_redis_down_the_client_fetches_its_own_token(
+    fake: FakeEntur, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listens on the port: warnings, no crash, quickly, one fetch."""
+    store = RedisTokenStore(f"redis://127.0.0.1:{free_port()}/0")
+    async with fake.client(token_store=store) as client:
+        started = anyio.current_time()
+        assert await call(client) == 200
+        assert await call(client) == 200
+        elapsed = anyio.current_time() - started
+    assert elapsed < 3.0  # refused connections fail at once
+    assert fake.token_count == 1
+    warnings = store_warnings(caplog)
+    assert warnings
+    assert all("Connection refused" in w or "connecting" in w for w in warnings)
+    assert fake.client_secret not in caplog.text
+
+
+async def test_redis_slow_the_client_fetches_its_own_token(
+    fake: FakeEntur, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that accepts but never answers: socket timeouts, warnings, one fetch."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        store = RedisTokenStore(f"redis://127.0.0.1:{port}/0", socket_timeout=0.2)
+        async with fake.client(token_store=store) as client:
+            started = anyio.current_time()
+            assert await call(client) == 200
+            elapsed = anyio.current_time() - started
+    assert elapsed < 5.0  # a few 0.2 s socket timeouts, not the 30 s wait_timeout
+    assert fake.token_count == 1
+    warnings = store_warnings(caplog)
+    assert warnings
+    assert all("Timeout" in w for w in warnings)
+
+
+async def test_lease_held_too_long_falls_back_to_own_fetch(
+    fake: FakeEntur, redis_url: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lease another process never releases: after wait_timeout this client fetches alone."""
+    raw.set(f"{key_of(fake)}:lease", b"someone-else", px=60_000)
+    store = RedisTokenStore(redis_url, wait_timeout=0.3, poll_interval=0.02)
+    async with fake.client(token_store=store) as client:
+        started = anyio.current_time()
+        assert await call(client) == 200
+        waited = anyio.current_time() - started
+    assert 0.3 <= waited < 5.0  # gave up after wait_timeout, not the default 30 s
+    assert fake.token_count == 1
+    (warning,) = store_warnings(caplog)
+    assert "lock failed (TimeoutError" in warning
+    assert raw.get(f"{key_of(fake)}:lease") == b"someone-else"
+
+
+# -- a lease holder killed mid-fetch -------------------------------------------------------
+
+LEASE_TTL = 2.0
+
+
+@pytest.mark.slow
+def test_lease_holder_killed_mid_fetch_others_recover_within_the_lease_ttl(
+    fake: FakeEntur, redis_url: str, raw: redis.Redis
+) -> None:
+    """SIGKILL the lease holder during its token request: once the lease expires, exactly
+    one waiter fetches and the rest take its token."""
+    app = HoldFirstTokenRequest(fake)
+    waiting = 4
+    with LoopbackServer(app) as server:
+        config = {
+            "base_url": server.url,
+            "audience": fake.audience,
+            "client_id": fake.client_id,
+            "client_secret": fake.client_secret,
+            "backend": "asyncio",
+            "store": "redis",
+            "target": f"{redis_url}?client_name=fleet-worker",  # to tell them apart below
+            "lease_ttl": LEASE_TTL,
+        }
+        holder = Worker(config, measured=False)
+        waiters = [
+            Worker({**config, "backend": "trio" if i % 2 else "asyncio"}) for i in range(waiting)
+        ]
+        try:
+            for worker in (holder, *waiters):
+                worker.wait_ready()
+            holder.go()
+            deadline = time.monotonic() + 10
+            while app.held_at is None:
+                assert time.monotonic() < deadline, "the holder never asked for a token"
+                time.sleep(0.01)
+            for worker in waiters:
+                worker.go()
+            # Wait until every waiter has talked to Redis (it is then polling the lease).
+            while sum(c["name"] == "fleet-worker" for c in raw.client_list()) < 1 + waiting:
+                assert time.monotonic() < deadline, "the waiters never reached Redis"
+                time.sleep(0.01)
+            killed_at = time.time()
+            holder.kill()
+            reports = [worker.result() for worker in waiters]
+        finally:
+            for worker in (holder, *waiters):
+                worker.kill()
+    assert app.held_at is not None
+    done = max(r["done"] for r in reports)
+    recovery, since_lease = done - killed_at, done - app.held_at
+    assert [r["status"] for r in reports] == [200] * waiting
+    assert fake.token_count == 1  # exactly one more fetch than the killed holder's
+    assert sorted(r["fetches"] for r in reports) == [0] * (waiting - 1) + [1]
+    # The waiters did wait for the lease to expire, and recovered right after (plus a fetch).
+    assert LEASE_TTL - 0.5 < since_lease < LEASE_TTL + 1.5
+    assert all(r["warnings"] == [] for r in reports)
+    print(
+        f"\nredis store: lease TTL {LEASE_TTL} s; all {waiting} waiters done {recovery:.3f} s "
+        f"after the kill, {since_lease:.3f} s after the holder took the lease"
+    )

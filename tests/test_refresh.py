@@ -1,0 +1,533 @@
+"""Refresh policy: the advisory and mandatory windows, jitter, failed renewals, the
+background refresher, and how expiry is computed (asyncio and trio, on a fake clock)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx2
+import pytest
+
+from entur_oauth import (
+    EnturClient,
+    MemoryTokenStore,
+    RefreshPolicy,
+    RetryPolicy,
+    TokenRequestError,
+)
+from entur_oauth._manager import TokenManager
+from entur_oauth._token import MAX_LIFETIME, Token
+from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
+
+from ._faults import FaultTransport, TokenGate, eventually, with_fields
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86400.0
+ONE_TRY = RetryPolicy(attempts=1)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test says."""
+    return FakeClock()
+
+
+@pytest.fixture
+def entur(clock: FakeClock) -> FakeEntur:
+    """The fake Entur issuing 24 h tokens on the test's clock."""
+    return FakeEntur(clock=clock)
+
+
+def _manager(client: EnturClient) -> TokenManager:
+    manager = client._manager
+    assert manager is not None
+    return manager
+
+
+@asynccontextmanager
+async def _client(
+    entur: FakeEntur,
+    clock: FakeClock,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    **kwargs: object,
+) -> AsyncIterator[tuple[EnturClient, TokenManager]]:
+    client = entur.client(
+        transport=transport or entur.transport(),
+        clock=clock,
+        token_store=MemoryTokenStore(),
+        **kwargs,
+    )
+    async with client:
+        yield client, _manager(client)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "entur_oauth" and r.levelno >= logging.WARNING]
+
+
+# -- the windows ------------------------------------------------------------------------
+
+
+def test_default_windows_for_entur_tokens() -> None:
+    """A 24 h token: advisory window the last 2.4 h (up to 25% earlier with jitter),
+    mandatory window the last 60 s."""
+    no_jitter = RefreshPolicy(jitter=0)
+    assert no_jitter.windows(DAY, random.Random(0)) == (8640, 60)
+    rng = random.Random(0)
+    for _ in range(200):
+        advisory, mandatory = RefreshPolicy().windows(DAY, rng)
+        assert 8640 <= advisory <= 8640 * 1.25
+        assert mandatory == 60
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "advisory_range", "mandatory"),
+    [
+        (3600, (360, 450), 60),  # 10% of the life, +25% jitter
+        (1800, (300, 375), 60),  # ... but at least 5 minutes
+        (600, (300, 375), 60),  # ... but never more than half the life (+ jitter)
+        (100, (50, 62.5), 25),  # mandatory at most a quarter of the life
+        (10, (5, 6.25), 2.5),  # the shortest life a token is given
+    ],
+)
+def test_windows_scale_with_the_lifetime(
+    lifetime: float, advisory_range: tuple[float, float], mandatory: float
+) -> None:
+    """Short-lived tokens get windows that fit inside their life, advisory before
+    mandatory, so a token is never renewed only after it expired."""
+    rng = random.Random(0)
+    for _ in range(100):
+        advisory, got_mandatory = RefreshPolicy().windows(lifetime, rng)
+        assert advisory_range[0] <= advisory <= advisory_range[1]
+        assert got_mandatory == mandatory
+        assert got_mandatory <= advisory < lifetime
+
+
+def test_jitter_spreads_a_fleet_over_the_window() -> None:
+    """200 clients that got their tokens at the same second start renewing at 200
+    different moments spread over the jitter range (about 36 minutes for 24 h tokens)."""
+    starts = [RefreshPolicy().windows(DAY, random.Random(seed))[0] for seed in range(200)]
+    assert len(set(starts)) == 200
+    assert max(starts) - min(starts) > 0.8 * 2160
+
+
+async def test_no_renewal_before_the_advisory_window(entur: FakeEntur, clock: FakeClock) -> None:
+    """Up to the advisory point the cached token is used with no token request at all."""
+    async with _client(entur, clock) as (client, manager):
+        await client.get("/x")
+        clock.advance(manager.advisory_at - clock.monotonic() - 1)
+        for _ in range(20):
+            assert (await client.get("/x")).status_code == 200
+    assert entur.token_count == 1
+
+
+async def test_advisory_window_one_task_renews_while_the_others_go_on(
+    clock: FakeClock,
+) -> None:
+    """In the advisory window the first request renews; while that renewal hangs, 30
+    other requests complete at once with the still-valid token; then the new token
+    takes over. Exactly one extra token request."""
+    entur = FakeEntur(clock=clock)
+    gate = TokenGate(entur)
+    async with _client(entur, clock, transport=httpx2.ASGITransport(app=gate)) as (
+        client,
+        manager,
+    ):
+        await client.get("/x")
+        old = manager.token
+        assert old is not None
+        clock.advance(manager.advisory_at - clock.monotonic() + 1)
+        gate.close()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.get, "/x")  # the renewer, held at the gate
+            await eventually(lambda: gate.arrived == 2)
+            with anyio.fail_after(5):
+                for _ in range(30):
+                    assert (await client.get("/x")).status_code == 200
+            assert manager.token is old
+            gate.open()
+        assert manager.token is not old
+        assert entur.token_count == 2
+        # The renewer waited; nobody else did.
+        assert (manager.waits, manager.valid_waits) == (2, 1)
+    old_auth = f"Bearer {old.access_token}"
+    # The first request and the 30 others; the renewer's own request used the new token.
+    assert sum(r.headers["authorization"] == old_auth for r in entur.api_requests) == 31
+
+
+async def test_failed_advisory_renewal_warns_once_backs_off_and_keeps_the_token(
+    entur: FakeEntur, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal that fails in the advisory window: one warning, the old token keeps
+    serving, the next try waits >= 30 s (not every call), later failures are DEBUG only,
+    and once the endpoint recovers the token is renewed."""
+    caplog.set_level(logging.DEBUG, logger="entur_oauth")
+    async with _client(entur, clock, retry=ONE_TRY) as (client, manager):
+        await client.get("/x")
+        old = manager.token
+        clock.advance(manager.advisory_at - clock.monotonic() + 1)
+        entur.fail_token(503, times=1000)
+        for _ in range(10):
+            assert (await client.get("/x")).status_code == 200
+        assert entur.token_count == 2
+        assert manager.token is old
+        assert len(_warnings(caplog)) == 1
+        assert "keeps serving" in _warnings(caplog)[0].getMessage()
+        clock.advance(29)
+        assert (await client.get("/x")).status_code == 200
+        assert entur.token_count == 2  # still backing off
+        clock.advance(8)  # 37 s: past 30 s * up to 1.2
+        assert (await client.get("/x")).status_code == 200
+        assert entur.token_count == 3
+        clock.advance(59)
+        await client.get("/x")
+        assert entur.token_count == 3  # the second back-off is >= 60 s
+        clock.advance(15)
+        await client.get("/x")
+        assert entur.token_count == 4
+        assert len(_warnings(caplog)) == 1
+        entur.token_script.clear()
+        clock.advance(145)  # the third back-off is at most 144 s
+        await client.get("/x")
+        assert entur.token_count == 5
+        assert manager.token is not old
+
+
+async def test_failed_renewal_honours_retry_after_for_the_next_try(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """A 429 with Retry-After: 300 in the advisory window is not tried again for 300 s,
+    although the failure back-off alone would allow it after 30 s."""
+    async with _client(entur, clock, retry=ONE_TRY) as (client, manager):
+        await client.get("/x")
+        clock.advance(manager.advisory_at - clock.monotonic() + 1)
+        entur.fail_token(ScriptedResponse(429, headers={"retry-after": "300"}), times=10)
+        await client.get("/x")
+        clock.advance(299)
+        await client.get("/x")
+        assert entur.token_count == 2
+        clock.advance(2)
+        await client.get("/x")
+        assert entur.token_count == 3
+
+
+async def test_failure_backoff_never_reaches_past_the_mandatory_point(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """However long the back-off, one more try is made when the mandatory window opens."""
+    policy = RefreshPolicy(failure_backoff_min=50_000, failure_backoff_max=50_000)
+    async with _client(entur, clock, retry=ONE_TRY, refresh=policy) as (client, manager):
+        await client.get("/x")
+        clock.advance(manager.advisory_at - clock.monotonic() + 1)
+        entur.fail_token(503)
+        await client.get("/x")
+        assert manager._next_try_at == manager.mandatory_at
+
+
+async def test_mandatory_window_waits_for_the_new_token(entur: FakeEntur, clock: FakeClock) -> None:
+    """In the last 60 s a request does not use the old token: it waits for the new one."""
+    async with _client(entur, clock) as (client, manager):
+        await client.get("/x")
+        old = manager.token
+        assert old is not None
+        clock.advance(manager.mandatory_at - clock.monotonic() + 1)
+        assert (await client.get("/x")).status_code == 200
+        assert manager.token is not old
+        assert entur.api_requests[-1].headers["authorization"] != f"Bearer {old.access_token}"
+        assert entur.token_count == 2
+
+
+async def test_mandatory_window_raises_when_the_renewal_fails(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """Past the mandatory point a failed renewal is raised (the old token is about to
+    expire); when the endpoint is back the next request renews."""
+    async with _client(entur, clock, retry=ONE_TRY) as (client, manager):
+        await client.get("/x")
+        clock.advance(manager.mandatory_at - clock.monotonic() + 1)
+        entur.fail_token(503)
+        with pytest.raises(TokenRequestError):
+            await client.get("/x")
+        assert (await client.get("/x")).status_code == 200
+        assert entur.token_count == 3
+
+
+async def test_expired_token_is_never_sent(entur: FakeEntur, clock: FakeClock) -> None:
+    """A day later the old token is gone: the request fetches, the API sees a valid one."""
+    async with _client(entur, clock) as (client, _):
+        await client.get("/x")
+        clock.advance(DAY + 1)
+        assert (await client.get("/x")).status_code == 200
+    assert entur.token_count == 2
+
+
+# -- the background refresher ------------------------------------------------------------
+
+
+async def test_background_refresher_renews_before_any_request_needs_it(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """With background=True the advisory window is met by the refresher: the token is
+    renewed with no request involved, and the next requests never wait."""
+    async with _client(entur, clock, refresh=RefreshPolicy(background=True)) as (
+        client,
+        manager,
+    ):
+        assert entur.token_count == 0  # opening the client fetches nothing
+        await client.get("/x")
+        old = manager.token
+        clock.advance(manager.advisory_at - clock.monotonic() + 1)
+        await eventually(lambda: manager.token is not old)
+        assert entur.token_count == 2
+        waits = manager.waits
+        for _ in range(10):
+            await client.get("/x")
+        assert manager.waits == waits
+        assert manager.valid_waits == 0
+
+
+async def test_background_refresher_survives_failures_and_warns_once(
+    entur: FakeEntur, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refresher meets a failing endpoint: one warning, back-off, requests keep the
+    old token without waiting, and it renews once the endpoint is back."""
+    caplog.set_level(logging.DEBUG, logger="entur_oauth")
+    policy = RefreshPolicy(background=True)
+    async with _client(entur, clock, refresh=policy, retry=ONE_TRY) as (client, manager):
+        await client.get("/x")
+        old = manager.token
+        entur.fail_token(503, times=3)
+        clock.advance(manager.advisory_at - clock.monotonic() + 1)
+        await eventually(lambda: entur.token_count == 2)
+        for expected in (3, 4, 5):
+            # Once the refresher naps again, move past its back-off (at most 720 s).
+            await eventually(lambda: manager._flight is None and clock.next_deadline() is not None)
+            clock.advance(720)
+            await eventually(lambda: entur.token_count == expected)  # noqa: B023
+            assert (await client.get("/x")).status_code == 200
+        await eventually(lambda: manager.token is not old)
+        assert entur.token_count == 5
+        assert len(_warnings(caplog)) == 1
+        assert manager.valid_waits == 0
+
+
+async def test_background_refresher_wakes_for_a_shorter_lived_replacement(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """When a 401 replaces the token with one that lives 10 minutes, the refresher (which
+    planned to wake in ~21 h) wakes and renews that one in time: no request waits."""
+    async with _client(entur, clock, refresh=RefreshPolicy(background=True)) as (
+        client,
+        manager,
+    ):
+        await client.get("/x")
+        entur.expires_in = 600
+        entur.revoke_all()
+        assert (await client.get("/x")).status_code == 200  # 401, then a 10-minute token
+        short = manager.token
+        assert short is not None
+        assert short.lifetime == 600
+        clock.advance(manager.advisory_at - clock.monotonic() + 1)
+        await eventually(lambda: manager.token is not short)
+        assert entur.token_count == 3
+        assert manager.valid_waits == 0
+
+
+async def test_background_refresher_in_the_users_task_group(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """task_group= runs the refresher in the user's own task group (structured
+    concurrency) and it renews as usual."""
+    async with anyio.create_task_group() as tg:
+        client = entur.client(clock=clock, refresh=RefreshPolicy(background=True), task_group=tg)
+        async with client:
+            manager = _manager(client)
+            assert manager.background_running
+            await client.get("/x")
+            old = manager.token
+            clock.advance(manager.advisory_at - clock.monotonic() + 1)
+            await eventually(lambda: manager.token is not old)
+        tg.cancel_scope.cancel()
+    assert entur.token_count == 2
+
+
+async def test_closing_the_client_stops_its_refresher_in_the_users_task_group(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """Leaving ``async with client`` stops the refresher, so the user's task group can end
+    instead of waiting for it forever."""
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            client = entur.client(
+                clock=clock, refresh=RefreshPolicy(background=True), task_group=tg
+            )
+            async with client:
+                await client.get("/x")
+            await anyio.lowlevel.checkpoint()
+            stopped = not _manager(client).background_running
+            tg.cancel_scope.cancel()  # do not hang when it is not stopped
+    assert stopped
+
+
+async def test_stop_refresher_ends_the_refresher(clock: FakeClock) -> None:
+    """TokenManager.stop_refresher() ends run_refresher, however it sleeps."""
+
+    async def fetch() -> Token:
+        raise AssertionError("not called")
+
+    manager = TokenManager(fetch, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(manager.run_refresher)
+            assert manager.background_running
+            manager.stop_refresher()
+    assert not manager.background_running
+
+
+# -- expiry --------------------------------------------------------------------------------
+
+
+async def test_expiry_counts_from_just_before_the_request(
+    entur: FakeEntur, clock: FakeClock
+) -> None:
+    """A token request that takes 100 s gives a token expiring 24 h after it was *sent*:
+    the network time counts against the token, never in its favour."""
+
+    class Slow(FaultTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            if request.url.path == entur.TOKEN_PATH:
+                clock.advance(100)
+            return await super().handle_async_request(request)
+
+    async with _client(entur, clock, transport=Slow(entur.transport())) as (client, manager):
+        await client.get_access_token()
+        token = manager.token
+        assert token is not None
+        assert token.expires_at == pytest.approx(DAY)
+
+
+@pytest.mark.parametrize(("expires_in", "lifetime"), [(999_999, DAY), (3600, 3600)])
+async def test_expiry_is_the_earlier_of_expires_in_and_exp(
+    entur: FakeEntur, clock: FakeClock, expires_in: float, lifetime: float
+) -> None:
+    """expires_in longer than the JWT's exp: exp wins; shorter: expires_in wins."""
+    transport = FaultTransport(entur.transport())
+    transport.add(with_fields({"expires_in": expires_in}, transport))
+    async with _client(entur, clock, transport=transport) as (client, manager):
+        await client.get_access_token()
+        assert manager.token is not None
+        assert manager.token.lifetime == pytest.approx(lifetime, abs=1)
+
+
+@pytest.mark.parametrize("jump", [-2 * DAY, -3600, 3600, 2 * DAY])
+async def test_wall_clock_jumps_change_nothing(
+    entur: FakeEntur, clock: FakeClock, jump: float
+) -> None:
+    """Expiry runs on the monotonic clock: NTP or a user moving the wall clock a day
+    either way neither expires the token early nor keeps it past its time."""
+    async with _client(entur, clock) as (client, manager):
+        first = await client.get_access_token()
+        clock.jump_wall_clock(jump)
+        clock.advance(3600)
+        assert await client.get_access_token() == first
+        assert entur.token_count == 1
+        clock.advance(manager.mandatory_at - clock.monotonic() + 1)
+        assert await client.get_access_token() != first
+        assert entur.token_count == 2
+
+
+def _opaque_endpoint(expires_in: object, missing: bool) -> tuple[httpx2.MockTransport, list[int]]:
+    issued = [0]
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path != FakeEntur.TOKEN_PATH:
+            return httpx2.Response(200, json={"ok": True})
+        issued[0] += 1
+        body: dict[str, object] = {"access_token": f"opaque{issued[0]}", "token_type": "Bearer"}
+        if not missing:
+            body["expires_in"] = expires_in
+        return httpx2.Response(200, json=body)
+
+    return httpx2.MockTransport(handle), issued
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime"),
+    [
+        (0, 10),
+        (-3600, 10),
+        ("soon", 300),
+        ("7200", 7200),
+        (2.5, 10),
+        (1e12, MAX_LIFETIME),
+        ("NaN", 300),
+        (None, 300),
+        ("missing", 300),
+    ],
+)
+async def test_absurd_expires_in_never_crashes_or_caches_forever(
+    clock: FakeClock, expires_in: object, lifetime: float
+) -> None:
+    """0, negative, strings, floats, huge and missing expires_in (opaque tokens, no JWT
+    exp to fall back on): 50 concurrent requests share one fetch, and the token is
+    renewed within its clamped lifetime (10 s to 7 days; 300 s when unknown)."""
+    transport, issued = _opaque_endpoint(expires_in, missing=expires_in == "missing")
+    fake = FakeEntur(clock=clock)
+    async with _client(fake, clock, transport=transport) as (client, manager):
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(client.get, "/x")
+        assert issued[0] == 1
+        token = manager.token
+        assert token is not None
+        assert token.lifetime == pytest.approx(lifetime)
+        clock.advance(lifetime)
+        await client.get("/x")
+        assert issued[0] == 2
+
+
+# -- a rejected token ----------------------------------------------------------------------
+
+
+async def test_invalidate_drops_only_the_token_still_cached(clock: FakeClock) -> None:
+    """A 401 for a token another task already replaced does not discard the new one."""
+    tokens = iter(["first", "second", "third"])
+
+    async def fetch() -> Token:
+        now = clock.monotonic()
+        return Token(
+            access_token=next(tokens), expires_at=now + DAY, expires_at_wall=DAY, lifetime=DAY
+        )
+
+    manager = TokenManager(fetch, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
+    first = await manager.get()
+    await manager.invalidate(first)
+    second = await manager.get()
+    assert second.access_token == "second"
+    await manager.invalidate(first)  # late 401 for the old token
+    assert manager.token is second
+    assert (await manager.get()) is second
+
+
+async def test_concurrent_401s_share_one_new_token(entur: FakeEntur, clock: FakeClock) -> None:
+    """All tokens revoked under 40 concurrent requests: each is retried once, and the 40
+    retries share a single new token."""
+    async with _client(entur, clock) as (client, _):
+        await client.get("/x")
+        entur.revoke_all()
+        statuses: list[int] = []
+
+        async def call() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(40):
+                tg.start_soon(call)
+    assert statuses == [200] * 40
+    assert entur.token_count == 2

@@ -1,0 +1,388 @@
+"""The token-endpoint fault matrix: what is retried, what is raised, what is cached, and
+that the client stays usable after each (asyncio and trio)."""
+
+from __future__ import annotations
+
+import random
+import traceback
+
+import anyio
+import httpx2
+import pytest
+
+from entur_oauth import (
+    ConfigurationError,
+    EnturClient,
+    InvalidCredentialsError,
+    MemoryTokenStore,
+    RefreshPolicy,
+    RetryPolicy,
+    TokenRequestError,
+)
+from entur_oauth._manager import TokenManager
+from entur_oauth._token import MAX_BODY_BYTES
+from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
+
+from ._faults import FAULTS, Fault, FaultTransport, by_outcome, endless_body
+from .conftest import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock on which every back-off passes at once, and can be measured."""
+    return FakeClock(autojump=True)
+
+
+@pytest.fixture
+def entur(clock: FakeClock) -> FakeEntur:
+    """The fake Entur, on the test's clock."""
+    return FakeEntur(clock=clock)
+
+
+@pytest.fixture
+def transport(entur: FakeEntur) -> FaultTransport:
+    """The fake's in-process transport, with faults queued in front of token requests."""
+    return FaultTransport(entur.transport())
+
+
+def _client(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock, **kwargs: object
+) -> EnturClient:
+    return entur.client(transport=transport, clock=clock, token_store=MemoryTokenStore(), **kwargs)
+
+
+def _manager(client: EnturClient) -> TokenManager:
+    manager = client._manager
+    assert manager is not None
+    return manager
+
+
+def _ids(faults: list[Fault]) -> list[str]:
+    return [f.id for f in faults]
+
+
+# -- one test per case --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", by_outcome("retry"), ids=_ids(by_outcome("retry")))
+async def test_retryable_fault_is_retried_and_the_request_succeeds(
+    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """One transient fault costs one more token request; the API request still succeeds."""
+    fault.install(entur, transport, clock)
+    async with _client(entur, transport, clock) as client:
+        response = await client.get("/x")
+        assert response.status_code == 200
+        manager = _manager(client)
+        assert (transport.token_requests, manager.fetches, manager.rounds) == (2, 2, 1)
+        assert (await client.get("/x")).status_code == 200
+    assert transport.token_requests == 2
+
+
+@pytest.mark.parametrize("fault", by_outcome("retry"), ids=_ids(by_outcome("retry")))
+async def test_retryable_fault_gives_up_after_the_attempts(
+    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """A fault that persists ends, after RetryPolicy.attempts requests, in a retryable
+    TokenRequestError; the next call fetches afresh and succeeds."""
+    fault.install(entur, transport, clock, times=3)
+    async with _client(entur, transport, clock) as client:
+        with pytest.raises(TokenRequestError) as caught:
+            await client.get("/x")
+        assert type(caught.value) is TokenRequestError
+        assert caught.value.retryable
+        assert transport.token_requests == 3
+        assert (await client.get("/x")).status_code == 200
+    assert transport.token_requests == 4
+
+
+@pytest.mark.parametrize("fault", by_outcome("fail"), ids=_ids(by_outcome("fail")))
+async def test_fault_that_retrying_cannot_fix_is_raised_at_once(
+    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """A malformed or refused answer is one request and a typed, non-retryable error
+    (never a JSONDecodeError or KeyError); the client is usable right after."""
+    fault.install(entur, transport, clock)
+    async with _client(entur, transport, clock) as client:
+        with pytest.raises(TokenRequestError) as caught:
+            await client.get("/x")
+        assert type(caught.value) is TokenRequestError
+        assert not caught.value.retryable
+        assert transport.token_requests == 1
+        assert clock.monotonic() == 0  # no back-off was slept
+        assert (await client.get("/x")).status_code == 200
+    assert transport.token_requests == 2
+
+
+@pytest.mark.parametrize("fault", by_outcome("credentials"), ids=_ids(by_outcome("credentials")))
+async def test_credentials_error_is_never_retried_and_is_cached_briefly(
+    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """A rejected client is one request; for credentials_error_ttl the same error comes
+    from memory (a misconfigured fleet does not hammer Auth0); after it, a new request."""
+    fault.install(entur, transport, clock)
+    retry = RetryPolicy(credentials_error_ttl=30)
+    async with _client(entur, transport, clock, retry=retry) as client:
+        errors = []
+        for _ in range(5):
+            with pytest.raises(InvalidCredentialsError) as caught:
+                await client.get("/x")
+            errors.append(caught.value)
+            clock.advance(5)
+        assert transport.token_requests == 1
+        assert len({str(e) for e in errors}) == 1
+        assert "ENTUR_CLIENT_SECRET" in str(errors[0])
+        # Each caller gets its own copy: one shared object's traceback would grow per raise.
+        depths = {len(traceback.extract_tb(e.__traceback__)) for e in errors[1:]}
+        assert len(depths) == 1
+        clock.advance(6)  # 31 s after the rejection
+        assert (await client.get("/x")).status_code == 200
+    assert transport.token_requests == 2
+
+
+@pytest.mark.parametrize("fault", by_outcome("ok"), ids=_ids(by_outcome("ok")))
+async def test_token_response_quirk_is_accepted(
+    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """Unknown fields are ignored and token_type is matched without case (or defaulted)."""
+    fault.install(entur, transport, clock)
+    async with _client(entur, transport, clock) as client:
+        assert (await client.get("/x")).status_code == 200
+        token = _manager(client).token
+        assert token is not None
+        assert token.lifetime == pytest.approx(86400, abs=1)
+    assert transport.token_requests == 1
+
+
+# -- how long the client waits ------------------------------------------------------------
+
+
+async def _elapsed_for(
+    fault_id: str, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> float:
+    fault = next(f for f in FAULTS if f.id == fault_id)
+    fault.install(entur, transport, clock)
+    async with _client(entur, transport, clock) as client:
+        start = clock.monotonic()
+        assert (await client.get("/x")).status_code == 200
+        return clock.monotonic() - start
+
+
+async def test_retry_after_in_seconds_is_honoured(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """429 with Retry-After: 7 waits 7 s (not the sub-second backoff) before the retry."""
+    elapsed = await _elapsed_for("http-429-retry-after-seconds", entur, transport, clock)
+    assert elapsed == pytest.approx(7)
+
+
+async def test_retry_after_as_http_date_is_honoured(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """Retry-After as an HTTP date 12 s ahead waits until then."""
+    elapsed = await _elapsed_for("http-429-retry-after-date", entur, transport, clock)
+    assert 11 <= elapsed <= 12
+
+
+async def test_auth0_x_ratelimit_reset_is_honoured(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """Auth0's x-ratelimit-reset (epoch seconds, 9 s ahead) is waited for."""
+    elapsed = await _elapsed_for("http-429-x-ratelimit-reset", entur, transport, clock)
+    assert 8 <= elapsed <= 9
+
+
+async def test_huge_retry_after_is_capped(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """Retry-After: 86400 does not stall the client for a day: the wait is capped by the
+    retry budget (RetryPolicy.total, 30 s)."""
+    entur.fail_token(ScriptedResponse(503, headers={"retry-after": "86400"}))
+    async with _client(entur, transport, clock) as client:
+        assert (await client.get("/x")).status_code == 200
+    assert clock.monotonic() == pytest.approx(30)
+
+
+async def test_retry_that_would_pass_the_budget_is_not_made(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """With Retry-After: 20 twice, the second wait would end past the 30 s budget, so the
+    fetch gives up after two requests instead of three."""
+    entur.fail_token(ScriptedResponse(429, headers={"retry-after": "20"}), times=2)
+    async with _client(entur, transport, clock) as client:
+        with pytest.raises(TokenRequestError) as caught:
+            await client.get("/x")
+        assert caught.value.status_code == 429
+        assert caught.value.retry_after == 20
+    assert transport.token_requests == 2
+    assert clock.monotonic() == pytest.approx(20)
+
+
+async def test_backoff_is_short_full_jitter_without_retry_after(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """Two 503s cost at most 0.5 s + 1 s of backoff (capped exponential, full jitter)."""
+    entur.fail_token(503, times=2)
+    async with _client(entur, transport, clock) as client:
+        assert (await client.get("/x")).status_code == 200
+    assert 0 <= clock.monotonic() <= 1.5
+    assert transport.token_requests == 3
+
+
+async def test_attempts_are_configurable(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """RetryPolicy(attempts=5) rides out four failures; attempts=1 never retries."""
+    entur.fail_token(503, times=4)
+    async with _client(entur, transport, clock, retry=RetryPolicy(attempts=5)) as client:
+        assert (await client.get("/x")).status_code == 200
+    assert transport.token_requests == 5
+    entur.fail_token(503)
+    once = FaultTransport(entur.transport())
+    async with _client(entur, once, clock, retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(TokenRequestError):
+            await client.get_access_token()
+    assert once.token_requests == 1
+
+
+async def test_body_over_one_mebibyte_is_not_read_to_the_end(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """An endless body is cut off after 1 MiB: the client reads about that much, raises a
+    TokenRequestError, and would otherwise never return."""
+    transport.add(endless_body(transport))
+    async with _client(entur, transport, clock) as client:
+        with anyio.fail_after(10), pytest.raises(TokenRequestError, match="over 1048576 bytes"):
+            await client.get_access_token()
+        assert MAX_BODY_BYTES < transport.bytes_streamed <= MAX_BODY_BYTES + 64 * 1024
+        assert await client.get_access_token()
+
+
+async def test_crlf_token_never_reaches_a_header(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """A token with CR/LF (header injection) is refused before any API request is made."""
+    fault = next(f for f in FAULTS if f.id == "access-token-crlf")
+    fault.install(entur, transport, clock)
+    async with _client(entur, transport, clock) as client:
+        with pytest.raises(TokenRequestError):
+            await client.get("/x")
+        assert entur.api_requests == []
+        assert (await client.get("/x")).status_code == 200
+    assert all("\n" not in r.headers.get("authorization", "") for r in entur.api_requests)
+    assert all("x-injected" not in r.headers for r in entur.api_requests)
+
+
+async def test_token_request_never_follows_a_redirect(
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """A 307 from the token endpoint is an error, never followed, even on a client built
+    with follow_redirects=True: following it would re-send the secret to another host."""
+    seen: list[httpx2.Request] = []
+
+    async def redirect(
+        request: httpx2.Request, inner: httpx2.AsyncBaseTransport
+    ) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(307, headers={"location": "https://evil.example/oauth/token"})
+
+    transport.add(redirect)
+    async with _client(entur, transport, clock, follow_redirects=True) as client:
+        with pytest.raises(TokenRequestError, match="HTTP 307"):
+            await client.get_access_token()
+        assert [r.url.host for r in seen] == ["partner.entur.test"]
+        assert transport.token_requests == 1
+        assert (await client.get("/x")).status_code == 200
+
+
+async def test_connection_refused_on_a_real_socket(clock: FakeClock) -> None:
+    """Nothing listening on the token port: three attempts, then a retryable
+    TokenRequestError naming the endpoint; no httpx exception escapes."""
+    fake = FakeEntur(clock=clock)
+    env = fake.environment(f"http://127.0.0.1:{free_port()}")
+    async with EnturClient(
+        fake.client_id, fake.client_secret, client_name="test-app", environment=env, clock=clock
+    ) as client:
+        with anyio.fail_after(10), pytest.raises(TokenRequestError) as caught:
+            await client.get("/x")
+        assert caught.value.retryable
+        assert "Could not reach the token endpoint" in str(caught.value)
+        assert _manager(client).fetches == 3
+
+
+# -- the policies themselves --------------------------------------------------------------
+
+
+def test_retry_delay_is_full_jitter_capped_and_honours_retry_after() -> None:
+    """delay(n) is uniform in [0, min(base * 2**(n-1), max)]; Retry-After raises it to the
+    server's wish, bounded by the budget; huge attempt numbers do not overflow."""
+    policy = RetryPolicy(backoff_base=0.5, backoff_max=10, total=30)
+    rng = random.Random(1)
+    first = [policy.delay(1, None, rng) for _ in range(500)]
+    assert 0 <= min(first) < 0.05
+    assert 0.45 < max(first) <= 0.5
+    late = [policy.delay(10, None, rng) for _ in range(500)]
+    assert max(late) <= 10
+    assert max(late) > 9
+    assert policy.delay(1, 7.0, rng) == 7.0
+    assert policy.delay(1, 5000.0, rng) == 30.0
+    assert 0 <= policy.delay(5000, None, rng) <= 10
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"attempts": 0},
+        {"timeout": 0},
+        {"timeout": float("nan")},
+        {"total": float("inf")},
+        {"backoff_base": -1},
+        {"credentials_error_ttl": float("nan")},
+    ],
+)
+def test_retry_policy_refuses_nonsense(kwargs: dict[str, float]) -> None:
+    """Zero attempts, NaN or infinite delays and negative times are refused up front."""
+    with pytest.raises(ConfigurationError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"advisory_fraction": 1.0},
+        {"jitter": 2.0},
+        {"mandatory": -1},
+        {"advisory_min": float("nan")},
+        {"failure_backoff_min": 60, "failure_backoff_max": 30},
+        {"failure_backoff_max": float("inf")},
+    ],
+)
+def test_refresh_policy_refuses_nonsense(kwargs: dict[str, float]) -> None:
+    """Windows outside the token's life, NaN and infinite times are refused up front."""
+    with pytest.raises(ConfigurationError):
+        RefreshPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_policy_defaults_are_the_documented_ones() -> None:
+    """The defaults the README documents: 3 attempts in 30 s, 10 s per request, credentials
+    errors remembered 30 s; advisory 10% (>= 5 min) +25% jitter, mandatory 60 s, failed
+    renewals backed off 30 s doubling to 10 min, no background refresher."""
+    assert RetryPolicy() == RetryPolicy(
+        attempts=3,
+        backoff_base=0.5,
+        backoff_max=10.0,
+        total=30.0,
+        credentials_error_ttl=30.0,
+        timeout=10.0,
+    )
+    assert RefreshPolicy() == RefreshPolicy(
+        advisory_fraction=0.1,
+        advisory_min=300.0,
+        mandatory=60.0,
+        jitter=0.25,
+        failure_backoff_min=30.0,
+        failure_backoff_max=600.0,
+        background=False,
+    )
