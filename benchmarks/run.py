@@ -111,7 +111,7 @@ def _chart(samples: Mapping[tuple[str, str], list[float]], path: Path) -> bool:
         ax.hlines(limit, j - 1.5 * width, j + 1.5 * width, colors="#1f6feb", linestyles="dashed")
     ax.plot([], [], color="#1f6feb", ls="dashed", label=f"target: {TARGET:.2f}x bare httpx2")
     ax.set_xticks(range(len(BACKENDS)), BACKENDS)
-    ax.set_ylabel("microseconds per request (median, IQR)")
+    ax.set_ylabel("client CPU, microseconds per request\n(median, IQR)")
     ax.set_title("Per-request cost with a cached token, in-process transport (lower is better)")
     ax.title.set_fontsize(10)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.15)

@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import anyio
 import httpx2
@@ -56,6 +57,13 @@ logger = logging.getLogger("entur_oauth")
 
 _AUTH_METHOD = "entur_client_secret_json"
 _USE_DEFAULT = httpx2.USE_CLIENT_DEFAULT
+# httpx2's own send, called directly: authlib's class adds no send(), and a plain function
+# call is cheaper than super() on every request.
+_httpx_send = httpx2.AsyncClient.send
+_COOKIES_DEPRECATED = (
+    "Setting per-request cookies=<...> is being deprecated, because the expected behaviour "
+    "on cookie persistence is ambiguous. Set cookies directly on the client instance instead."
+)
 _STATUS_MESSAGES = {
     401: (
         UnauthorizedError,
@@ -251,24 +259,29 @@ class EnturClient(AsyncOAuth2Client):
 
     async def _request_token(self) -> Token:
         """Ask the token endpoint once, through authlib's grant; our ``_fetch_token`` reads it."""
+        error: TokenRequestError
         try:
             token: Token = await self.fetch_token(self.environment.token_url)
         except TokenRequestError:
             raise
         except httpx2.TimeoutException as exc:
-            raise TokenRequestError(
+            error = TokenRequestError(
                 f"The token request to {self.environment.token_url} timed out "
                 f"({type(exc).__name__}); it is retried automatically. Check network access "
                 "to the token endpoint.",
                 retryable=True,
-            ) from None
+            )
         except httpx2.TransportError as exc:
-            raise TokenRequestError(
+            error = TokenRequestError(
                 f"Could not reach the token endpoint {self.environment.token_url} "
                 f"({type(exc).__name__}: {exc}); check the network, proxy and DNS.",
                 retryable=True,
-            ) from None
-        return token
+            )
+        else:
+            return token
+        # Raised outside the except block: ``from None`` only hides the httpx error, whose
+        # ``request`` is the token request with the client secret in its body.
+        raise error
 
     async def _fetch_token(
         self,
@@ -293,7 +306,11 @@ class EnturClient(AsyncOAuth2Client):
         clock = manager.clock
         sent_monotonic, sent_wall = clock.monotonic(), clock.time()
         # httpx2.AsyncClient.send directly: token requests never get a bearer or API mapping.
-        response = await httpx2.AsyncClient.send(self, request, auth=auth, stream=True)
+        # Never follow a redirect: a 307/308 would re-send the body, secret included, to
+        # wherever the Location header points.
+        response = await httpx2.AsyncClient.send(
+            self, request, auth=auth, stream=True, follow_redirects=False
+        )
         try:
             content = bytearray()
             truncated = False
@@ -305,14 +322,18 @@ class EnturClient(AsyncOAuth2Client):
                         truncated = True
                         break
         except httpx2.HTTPError as exc:
-            raise TokenRequestError(
-                f"Reading the token response failed ({type(exc).__name__}); it is retried "
-                "automatically.",
-                status_code=response.status_code,
-                retryable=True,
-            ) from None
+            failed: str | None = type(exc).__name__
+        else:
+            failed = None
         finally:
             await response.aclose()
+        if failed is not None:
+            # Outside the except block, so the error keeps no context holding the request.
+            raise TokenRequestError(
+                f"Reading the token response failed ({failed}); it is retried automatically.",
+                status_code=response.status_code,
+                retryable=True,
+            )
         return parse_token_response(
             response.status_code,
             response.headers,
@@ -327,13 +348,46 @@ class EnturClient(AsyncOAuth2Client):
     # -- requests ------------------------------------------------------------------------
 
     async def request(
-        self, method: str, url: httpx2.URL | str, *, withhold_token: bool = False, **kwargs: Any
+        self,
+        method: str,
+        url: httpx2.URL | str,
+        *,
+        content: Any = None,
+        data: Any = None,
+        files: Any = None,
+        json: Any = None,
+        params: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        auth: Any = _USE_DEFAULT,
+        follow_redirects: Any = _USE_DEFAULT,
+        timeout: Any = _USE_DEFAULT,  # noqa: ASYNC109 - httpx2's own request() signature
+        extensions: Any = None,
+        withhold_token: bool = False,
     ) -> httpx2.Response:
         """Send a request as ``httpx2.AsyncClient.request``; ``withhold_token``: no bearer."""
-        if withhold_token:
-            kwargs["auth"] = None
         # Skip authlib's request(): it demands a token up front and holds a lock per call.
-        return await httpx2.AsyncClient.request(self, method, url, **kwargs)
+        # httpx2's request() is build_request + send; doing both here rather than calling
+        # it saves a coroutine frame and a re-packed **kwargs on every request.
+        if cookies is not None:
+            # As httpx2's request() warns (filterwarnings=error users rely on it).
+            warnings.warn(_COOKIES_DEPRECATED, DeprecationWarning, stacklevel=2)
+        request = self.build_request(
+            method=method,
+            url=url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            timeout=timeout,
+            extensions=extensions,
+        )
+        return await self.send(
+            request, auth=None if withhold_token else auth, follow_redirects=follow_redirects
+        )
 
     def stream(  # type: ignore[override]
         self, method: str, url: httpx2.URL | str, *, withhold_token: bool = False, **kwargs: Any
@@ -356,24 +410,29 @@ class EnturClient(AsyncOAuth2Client):
         if loop is not self._loop:
             self._check_loop(loop)
         url = request.url
-        if (url.scheme, url.netloc) not in self._token_origins:
+        # scheme/host/port are plain attribute reads on httpx2's parsed URL; netloc would
+        # join and encode a new string on every request.
+        if (url.scheme, url.host, url.port) not in self._token_origins:
             # Not an Entur API host we know: no token, no Entur status mapping.
-            return await super().send(
-                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            return await _httpx_send(
+                self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )
         manager = self._manager
         if manager is None or auth is not _USE_DEFAULT:
-            response = await super().send(
-                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            response = await _httpx_send(
+                self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )
             return await self._raise_for_entur_status(request, response, stream)
         token = manager.token
         if token is None or manager.clock.monotonic() >= manager.advisory_at:
             token = await manager.get()
         request.headers["Authorization"] = token.authorization
-        response = await super().send(
-            request, stream=stream, auth=auth, follow_redirects=follow_redirects
+        response = await _httpx_send(
+            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
         )
+        # One lookup on the common path; 401, 403 and 408 are all keys of _STATUS_MESSAGES.
+        if response.status_code not in _STATUS_MESSAGES:
+            return response
         status = response.status_code
         if status in {401, 408} and isinstance(request.stream, httpx2.ByteStream):
             # The token was rejected or expired mid-flight: one retry with a new token.
@@ -382,13 +441,10 @@ class EnturClient(AsyncOAuth2Client):
             await manager.invalidate(token)
             token = await manager.get()
             request.headers["Authorization"] = token.authorization
-            response = await super().send(
-                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            response = await _httpx_send(
+                self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )
-            status = response.status_code
-        if status in _STATUS_MESSAGES:
-            return await self._raise_for_entur_status(request, response, stream)
-        return response
+        return await self._raise_for_entur_status(request, response, stream)
 
     async def _raise_for_entur_status(
         self, request: httpx2.Request, response: httpx2.Response, stream: bool
@@ -424,11 +480,14 @@ class EnturClient(AsyncOAuth2Client):
         await super().__aenter__()
         manager = self._manager
         if manager is not None and manager.refresh.background:
+            self._check_loop()
             self._exit_stack = AsyncExitStack()
             task_group = self._task_group
             if task_group is None:
                 task_group = await self._exit_stack.enter_async_context(anyio.create_task_group())
-                self._exit_stack.callback(task_group.cancel_scope.cancel)
+            # Stop the refresher on exit, also when it runs in the user's task group
+            # (which would otherwise wait for it forever).
+            self._exit_stack.callback(manager.stop_refresher)
             await task_group.start(manager.run_refresher)
         return self
 
@@ -481,28 +540,17 @@ _HTTPX_OPTIONS = frozenset(
 )
 
 
-def _origins(env: Environment) -> frozenset[tuple[str, bytes]]:
-    """Return the (scheme, netloc) pairs that may receive the bearer token."""
-    api = urlsplit(env.api_base_url)
-    origins: set[tuple[str, bytes]] = set()
+def _origins(env: Environment) -> frozenset[tuple[str, str, int | None]]:
+    """Return the (scheme, host, port) triples that may receive the bearer token.
 
-    def add(scheme: str, host: str, port: int | None) -> None:
-        default = 443 if scheme == "https" else 80
-        host = host.lower()
-        shown = f"[{host}]" if ":" in host else host
-        if port in (None, default):
-            origins.add((scheme, shown.encode()))
-            origins.add((scheme, f"{shown}:{default}".encode()))
-        else:
-            origins.add((scheme, f"{shown}:{port}".encode()))
-
-    assert api.hostname is not None  # Environment checked the URL
-    add(api.scheme, api.hostname, api.port)
-    for extra in env.extra_token_hosts:
-        parts = urlsplit(f"//{extra}")
-        if parts.hostname:
-            add("https", parts.hostname, parts.port)
+    Parsed by httpx2.URL, as request URLs are, so both are normalised alike (lowercase
+    host, IDNA, default port as ``None``).
+    """
+    candidates = [httpx2.URL(env.api_base_url)]
+    candidates += [httpx2.URL(f"https://{extra}") for extra in env.extra_token_hosts]
     # http:// only ever on loopback (Environment refuses it elsewhere).
     return frozenset(
-        o for o in origins if o[0] == "https" or is_loopback_host(o[1].decode().rsplit(":", 1)[0])
+        (u.scheme, u.host, u.port)
+        for u in candidates
+        if u.host and (u.scheme == "https" or is_loopback_host(u.host))
     )

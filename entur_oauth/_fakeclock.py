@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 
 __all__ = ["FakeClock"]
@@ -18,8 +20,10 @@ class FakeClock:
             refresher, whose hours-long sleeps would otherwise race the clock ahead.
     """
 
-    def __init__(self, *, start: float = 1_800_000_000.0, autojump: bool = False) -> None:
-        self._wall_offset = start
+    def __init__(self, *, start: float | None = None, autojump: bool = False) -> None:
+        # Default: the real time now, so JWT ``exp`` claims a fake issues on this clock stay
+        # meaningful to code reading the real wall clock (a fixed epoch would expire them).
+        self._wall_offset = time.time() if start is None else start
         self._now = 0.0
         self.autojump = autojump
         self._sleepers: list[tuple[float, anyio.Event]] = []

@@ -6,7 +6,6 @@ pytest-trio alike. See :mod:`entur_oauth.testing` for what the fake can do.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -30,7 +29,7 @@ def entur_clock() -> FakeClock:
 
     # Start at the real time, so a client on the real clock (from_env, a subprocess) and
     # the fake agree on what a token's ``exp`` means.
-    return FakeClock(start=time.time(), autojump=True)
+    return FakeClock(autojump=True)
 
 
 @pytest.fixture

@@ -261,7 +261,7 @@ FAULTS: list[Fault] = [
     Fault("html-502-proxy-page", "retry", scripted=_body(502, _PROXY_PAGE, "text/html")),
     Fault("html-200-captive-portal", "retry", scripted=_body(200, _WAF_PAGE, "text/html")),
     Fault("plain-503", "retry", scripted=_body(503, "upstream connect error", "text/plain")),
-    Fault("json-array-200", "retry", scripted=_json(200, [ECHOED_SECRET, ECHOED_TOKEN])),
+    Fault("json-array-200", "retry", scripted=_json(200, [ECHOED_SECRET, "not a token"])),
     Fault(
         "json-500-echoing-a-token",
         "retry",

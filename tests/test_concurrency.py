@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import httpx2
@@ -49,7 +50,7 @@ def gate(entur: FakeEntur) -> TokenGate:
 
 @asynccontextmanager
 async def _client(
-    entur: FakeEntur, clock: FakeClock, gate: TokenGate | None = None, **kwargs: object
+    entur: FakeEntur, clock: FakeClock, gate: TokenGate | None = None, **kwargs: Any
 ) -> AsyncIterator[tuple[EnturClient, TokenManager, MemoryTokenStore]]:
     store = MemoryTokenStore()
     transport = httpx2.ASGITransport(app=gate) if gate is not None else entur.transport()

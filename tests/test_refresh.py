@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import httpx2
@@ -55,7 +56,7 @@ async def _client(
     clock: FakeClock,
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> AsyncIterator[tuple[EnturClient, TokenManager]]:
     client = entur.client(
         transport=transport or entur.transport(),
@@ -362,16 +363,16 @@ async def test_closing_the_client_stops_its_refresher_in_the_users_task_group(
 ) -> None:
     """Leaving ``async with client`` stops the refresher, so the user's task group can end
     instead of waiting for it forever."""
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            client = entur.client(
-                clock=clock, refresh=RefreshPolicy(background=True), task_group=tg
-            )
-            async with client:
-                await client.get("/x")
-            await anyio.lowlevel.checkpoint()
-            stopped = not _manager(client).background_running
-            tg.cancel_scope.cancel()  # do not hang when it is not stopped
+    async with anyio.create_task_group() as tg:
+        client = entur.client(clock=clock, refresh=RefreshPolicy(background=True), task_group=tg)
+        async with client:
+            await client.get("/x")
+        manager = _manager(client)
+        with anyio.move_on_after(2):
+            while manager.background_running:  # noqa: ASYNC110 - a flag, no event
+                await anyio.sleep(0.001)
+        stopped = not manager.background_running
+        tg.cancel_scope.cancel()  # end the test rather than hang when it is not stopped
     assert stopped
 
 
@@ -531,3 +532,39 @@ async def test_concurrent_401s_share_one_new_token(entur: FakeEntur, clock: Fake
                 tg.start_soon(call)
     assert statuses == [200] * 40
     assert entur.token_count == 2
+
+
+# -- the fake clock the tests stand on ---------------------------------------------------
+
+
+async def test_fake_clock_wakes_sleepers_in_time_and_forgets_cancelled_ones() -> None:
+    """advance() wakes exactly the sleepers whose time has come; next_deadline() names the
+    earliest; a cancelled sleep leaves nothing behind; jump_wall_clock moves time() only."""
+    clock = FakeClock(start=1000.0)
+    woke: list[float] = []
+
+    async def sleeper(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append(seconds)
+
+    async with anyio.create_task_group() as tg:
+        for seconds in (30.0, 10.0, 20.0):
+            tg.start_soon(sleeper, seconds)
+        scope = anyio.CancelScope()
+
+        async def cancelled() -> None:
+            with scope:
+                await clock.sleep(5.0)
+
+        tg.start_soon(cancelled)
+        await eventually(lambda: clock.next_deadline() == 5.0)
+        scope.cancel()
+        await eventually(lambda: clock.next_deadline() == 10.0)
+        clock.advance(15)
+        await eventually(lambda: woke == [10.0])
+        assert clock.next_deadline() == 20.0
+        clock.advance(100)
+    assert sorted(woke) == [10.0, 20.0, 30.0]
+    assert clock.next_deadline() is None
+    clock.jump_wall_clock(-500)
+    assert (clock.monotonic(), clock.time()) == (115.0, 615.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import traceback
+from typing import Any
 
 import anyio
 import httpx2
@@ -48,7 +49,7 @@ def transport(entur: FakeEntur) -> FaultTransport:
 
 
 def _client(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock, **kwargs: object
+    entur: FakeEntur, transport: FaultTransport, clock: FakeClock, **kwargs: Any
 ) -> EnturClient:
     return entur.client(transport=transport, clock=clock, token_store=MemoryTokenStore(), **kwargs)
 

@@ -13,6 +13,7 @@ import logging
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from typing import Any
 
 import httpx2
 import pytest
@@ -112,16 +113,16 @@ class Leaks:
 
 
 @pytest.fixture
-def debug_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """DEBUG on for our logger and those of httpx2, httpcore2 and authlib."""
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
-    return caplog.records
+    return caplog
 
 
 @asynccontextmanager
 async def _setup(
-    where: str, clock: FakeClock, **kwargs: object
+    where: str, clock: FakeClock, **kwargs: Any
 ) -> AsyncIterator[tuple[FakeEntur, EnturClient, FaultTransport]]:
     fake = FakeEntur(client_secret=SENTINEL_SECRET, clock=clock)
     if where == "in-process":
@@ -168,7 +169,7 @@ def _reprs(client: EnturClient, clock: FakeClock) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("where", ["in-process", "loopback"])
 async def test_fault_matrix_leaks_no_secret_or_token(
-    where: str, debug_logs: list[logging.LogRecord]
+    where: str, debug_logs: pytest.LogCaptureFixture
 ) -> None:
     """Every token-endpoint fault (retried, given up, refused, rejected credentials,
     quirks) and every API fault, with DEBUG logging everywhere: no sentinel anywhere."""
@@ -198,15 +199,17 @@ async def test_fault_matrix_leaks_no_secret_or_token(
     assert TokenRequestError in raised
     assert InvalidCredentialsError in raised
     assert {UnauthorizedError, ForbiddenError, SessionTimeoutError} <= set(raised)
-    assert any(r.name.startswith("entur_oauth") and r.levelno == logging.DEBUG for r in debug_logs)
+    assert any(
+        r.name.startswith("entur_oauth") and r.levelno == logging.DEBUG for r in debug_logs.records
+    )
     if where == "loopback":
-        assert any(r.name.startswith("httpcore2") for r in debug_logs)
-    leaks.check(fake, debug_logs)
+        assert any(r.name.startswith("httpcore2") for r in debug_logs.records)
+    leaks.check(fake, debug_logs.records)
 
 
 @pytest.mark.parametrize("where", ["in-process", "loopback"])
 async def test_failed_renewals_and_the_refresher_leak_nothing(
-    where: str, debug_logs: list[logging.LogRecord]
+    where: str, debug_logs: pytest.LogCaptureFixture
 ) -> None:
     """The advisory-window warning, the back-off decisions and the background refresher's
     renewals (with a server echoing the secret in its errors) leak nothing."""
@@ -234,11 +237,11 @@ async def test_failed_renewals_and_the_refresher_leak_nothing(
         await eventually(lambda: manager.token is not old)
         assert (await client.get("/x")).status_code == 200
         leaks.texts += _reprs(client, clock)
-    assert any(r.levelno == logging.WARNING for r in debug_logs)
-    leaks.check(fake, debug_logs)
+    assert any(r.levelno == logging.WARNING for r in debug_logs.records)
+    leaks.check(fake, debug_logs.records)
 
 
-async def test_the_leak_check_itself_finds_a_leak(debug_logs: list[logging.LogRecord]) -> None:
+async def test_the_leak_check_itself_finds_a_leak(debug_logs: pytest.LogCaptureFixture) -> None:
     """The search is real: a token logged by mistake, or the secret in an exception's
     context, is found."""
     clock = FakeClock(autojump=True)
@@ -247,7 +250,7 @@ async def test_the_leak_check_itself_finds_a_leak(debug_logs: list[logging.LogRe
         logging.getLogger("entur_oauth").debug("oops %s", token)
         leaks = Leaks(transport)
         with pytest.raises(AssertionError, match="sentinels found"):
-            leaks.check(fake, debug_logs)
+            leaks.check(fake, debug_logs.records)
         debug_logs.clear()
 
         def fail() -> None:
@@ -259,11 +262,11 @@ async def test_the_leak_check_itself_finds_a_leak(debug_logs: list[logging.LogRe
         with leaks.expect(TokenRequestError):
             fail()
         with pytest.raises(AssertionError, match="sentinels found"):
-            leaks.check(fake, debug_logs)
+            leaks.check(fake, debug_logs.records)
 
 
 async def test_network_error_keeps_no_token_request_in_its_context(
-    debug_logs: list[logging.LogRecord],
+    debug_logs: pytest.LogCaptureFixture,
 ) -> None:
     """``raise ... from None`` only hides the httpx exception (whose request is the token
     request, the secret in its body); the error the caller gets does not keep it at all."""

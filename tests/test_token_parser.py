@@ -521,7 +521,8 @@ _secret_alphabet = st.characters(
 
 @_HYPOTHESIS
 @given(
-    secret=st.text(_secret_alphabet, min_size=12, max_size=40),
+    # A fixed prefix keeps a generated secret from being a word of our own messages.
+    secret=st.text(_secret_alphabet, min_size=9, max_size=37).map(lambda s: "Zq9" + s),
     status=_statuses,
     before=st.text(max_size=200),
     after=st.text(max_size=200),
