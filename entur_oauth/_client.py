@@ -230,6 +230,15 @@ class EnturClient(AsyncOAuth2Client):
 
     # -- tokens --------------------------------------------------------------------------
 
+    @property
+    def token_fetches(self) -> int:
+        """Token requests this client has sent, retries included (0 for open-API clients).
+
+        A client that took its token from a shared store counts none: useful to check, or
+        to export as a metric, that a fleet really shares one token.
+        """
+        return self._manager.fetches if self._manager is not None else 0
+
     async def get_access_token(self) -> str:
         """Return a valid access token, reused or freshly fetched, to hand to another library.
 

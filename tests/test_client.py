@@ -459,3 +459,13 @@ async def test_client_name_is_validated_even_with_options(fake: FakeEntur) -> No
     """Validation happens before anything is built."""
     with pytest.raises(ConfigurationError):
         fake.client(client_name="bad name")
+
+
+async def test_token_fetches_counts_this_clients_token_requests(fake: FakeEntur) -> None:
+    """token_fetches counts the requests this client sent; a store hit counts none."""
+    async with fake.client() as first, fake.client() as second:
+        await first.get("/x")
+        await second.get("/x")  # takes the token the first one put in the memory store
+        assert (first.token_fetches, second.token_fetches) == (1, 0)
+    async with fake.client(credentials=False) as open_client:
+        assert open_client.token_fetches == 0

@@ -224,3 +224,15 @@ def test_fastapi_backend_shares_one_client(served: tuple[FakeEntur, dict[str, st
     assert stderr.index("Waiting for application shutdown") < stderr.index("EnturClient closed")
     assert "Application shutdown complete" in stderr
     assert fake.client_secret not in stderr
+
+
+def test_many_workers_share_one_token(served: tuple[FakeEntur, dict[str, str]]) -> None:
+    """Six worker processes with one FileTokenStore make one token request between them."""
+    fake, env = served
+    result = run_example("many_workers.py", "6", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = sorted(result.stdout.splitlines())
+    assert len(lines) == 6
+    assert all("HTTP 200" in line for line in lines)
+    assert sum(int(line.rsplit(": ", 1)[1]) for line in lines) == 1
+    assert fake.token_count == 1

@@ -11,12 +11,15 @@ from entur_oauth import (
     EnturClient,
     EnturError,
     Environment,
+    FileTokenStore,
     ForbiddenError,
     InvalidCredentialsError,
+    RedisTokenStore,
     RefreshPolicy,
     RetryPolicy,
     Secret,
     TokenRequestError,
+    TokenStore,
     get_environment,
 )
 
@@ -69,3 +72,14 @@ def handles(exc: EnturError) -> int | None:
     if isinstance(exc, ConfigurationError):
         return None
     return None
+
+
+def stores(redis_url: str) -> list[TokenStore]:
+    """Every store satisfies the TokenStore protocol."""
+    return [FileTokenStore("~/.cache/entur-oauth/tokens.json"), RedisTokenStore(redis_url)]
+
+
+async def metrics(client: EnturClient) -> int:
+    """token_fetches is an int."""
+    count: int = client.token_fetches
+    return count
