@@ -22,8 +22,9 @@ class FakeClock:
 
     def __init__(self, *, start: float | None = None, autojump: bool = False) -> None:
         # Default: the real time now, so JWT ``exp`` claims a fake issues on this clock stay
-        # meaningful to code reading the real wall clock (a fixed epoch would expire them).
-        self._wall_offset = time.time() if start is None else start
+        # meaningful to code reading the real wall clock (a fixed epoch would expire them);
+        # whole seconds, as ``exp`` is, so lifetimes computed from it come out exact.
+        self._wall_offset = float(int(time.time())) if start is None else start
         self._now = 0.0
         self.autojump = autojump
         self._sleepers: list[tuple[float, anyio.Event]] = []
