@@ -49,7 +49,7 @@ from ._manager import TokenManager
 from ._policy import RefreshPolicy, RetryPolicy
 from ._secrets import Secret
 from ._stores import TokenStore, default_memory_store
-from ._token import MAX_BODY_BYTES, Token, parse_token_response
+from ._token import MAX_BODY_BYTES, Token, is_retryable_status, parse_token_response
 
 __all__ = ["EnturClient"]
 
@@ -64,12 +64,21 @@ _COOKIES_DEPRECATED = (
     "Setting per-request cookies=<...> is being deprecated, because the expected behaviour "
     "on cookie persistence is ambiguous. Set cookies directly on the client instance instead."
 )
+_RETRIED_DETAIL = "even after one retry with a freshly fetched token"
+_NOT_REPLAYABLE_DETAIL = (
+    "(not retried: the request body is a stream that cannot be sent twice; the token was "
+    "dropped, so the next request gets a new one)"
+)
+_NO_TOKEN_DETAIL = (
+    "(this client has no credentials; partner APIs need ENTUR_CLIENT_ID and ENTUR_CLIENT_SECRET)"
+)
+_WITHHELD_DETAIL = "(sent without the client's token, as asked)"
 _STATUS_MESSAGES = {
     401: (
         UnauthorizedError,
-        "Entur answered 401 Unauthorized for {url} even with a freshly fetched token: the "
-        "token is missing, invalid or expired for this API. Check that the client belongs "
-        "to this environment ({env}) and that the API accepts its audience.",
+        "Entur answered 401 Unauthorized for {url} {detail}: the token is missing, invalid "
+        "or expired for this API. Check that the client belongs to this environment ({env}) "
+        "and that the API accepts its audience.",
     ),
     403: (
         ForbiddenError,
@@ -79,9 +88,9 @@ _STATUS_MESSAGES = {
     ),
     408: (
         SessionTimeoutError,
-        "Entur answered 408 Session timeout for {url} even after a retry with a new token: "
-        "the token expired while the request was processed. Try again; if it persists, "
-        "check the system clock and the request's duration.",
+        "Entur answered 408 Session timeout for {url} {detail}: the token expired while the "
+        "request was processed. Try again; if it persists, check the system clock and the "
+        "request's duration.",
     ),
 }
 
@@ -148,7 +157,17 @@ class EnturClient(AsyncOAuth2Client):
         # leaves no half-built client behind (authlib's __del__ trips over those).
         env = resolve_environment(environment)
         name = validate_client_name(client_name)
-        if (client_id is None) != (client_secret is None) or client_id == "" or client_secret == "":
+        if client_id is not None and not isinstance(client_id, str):
+            raise ConfigurationError(f"client_id must be a str, not {type(client_id).__name__}.")
+        if client_secret is not None and not isinstance(client_secret, str | Secret):
+            raise ConfigurationError(
+                f"client_secret must be a str or a Secret, not {type(client_secret).__name__}."
+            )
+        if (
+            (client_id is None) != (client_secret is None)
+            or client_id == ""
+            or (client_secret is not None and not client_secret)
+        ):
             raise ConfigurationError(
                 "Give both client_id and client_secret (a partner-API client) or neither "
                 "(an open-API client); one of them is missing or empty."
@@ -285,6 +304,20 @@ class EnturClient(AsyncOAuth2Client):
                 f"Could not reach the token endpoint {self.environment.token_url} "
                 f"({type(exc).__name__}: {exc}); check the network, proxy and DNS.",
                 retryable=True,
+            )
+        except httpx2.HTTPStatusError as exc:
+            # Raised by a user's response hook (raise_for_status) on the token response.
+            status = exc.response.status_code
+            error = TokenRequestError(
+                f"The token endpoint {self.environment.token_url} answered HTTP {status} "
+                "(raised by a response event hook before entur_oauth read it).",
+                status_code=status,
+                retryable=is_retryable_status(status),
+            )
+        except httpx2.HTTPError as exc:
+            error = TokenRequestError(
+                f"The token request to {self.environment.token_url} failed "
+                f"({type(exc).__name__}); check the token URL and any event hooks.",
             )
         else:
             return token
@@ -431,7 +464,8 @@ class EnturClient(AsyncOAuth2Client):
             response = await _httpx_send(
                 self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )
-            return await self._raise_for_entur_status(request, response, stream)
+            detail = _NO_TOKEN_DETAIL if manager is None else _WITHHELD_DETAIL
+            return await self._raise_for_entur_status(request, response, stream, detail)
         token = manager.token
         if token is None or manager.clock.monotonic() >= manager.advisory_at:
             token = await manager.get()
@@ -443,34 +477,48 @@ class EnturClient(AsyncOAuth2Client):
         if response.status_code not in _STATUS_MESSAGES:
             return response
         status = response.status_code
-        if status in {401, 408} and isinstance(request.stream, httpx2.ByteStream):
-            # The token was rejected or expired mid-flight: one retry with a new token.
-            await response.aclose()
-            logger.debug("API answered %d; retrying once with a new token", status)
+        detail = _RETRIED_DETAIL
+        if status in {401, 408} and self._in_scope(response.request.url):
+            # The token was rejected, or expired mid-flight: it is dropped either way.
             await manager.invalidate(token)
-            token = await manager.get()
-            request.headers["Authorization"] = token.authorization
-            response = await _httpx_send(
-                self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
-            )
-        return await self._raise_for_entur_status(request, response, stream)
+            if _replayable(request.stream):
+                await response.aclose()
+                logger.debug("API answered %d; retrying once with a new token", status)
+                token = await manager.get()
+                request.headers["Authorization"] = token.authorization
+                response = await _httpx_send(
+                    self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+                )
+            else:
+                detail = _NOT_REPLAYABLE_DETAIL
+        return await self._raise_for_entur_status(request, response, stream, detail)
+
+    def _in_scope(self, url: httpx2.URL) -> bool:
+        """Tell whether ``url`` is on a host that receives the token (the API's own)."""
+        return (url.scheme, url.host, url.port) in self._token_origins
 
     async def _raise_for_entur_status(
-        self, request: httpx2.Request, response: httpx2.Response, stream: bool
+        self, request: httpx2.Request, response: httpx2.Response, stream: bool, detail: str
     ) -> httpx2.Response:
         mapped = _STATUS_MESSAGES.get(response.status_code)
-        if mapped is None:
+        # A status from another host (reached by a redirect) carries no Entur meaning.
+        if mapped is None or not self._in_scope(response.request.url):
             return response
         error_class, template = mapped
         if stream:
-            # Read the (small) error body so the exception's response is usable, and close it.
-            await response.aread()
-        # The exception keeps the request for the user; the token is taken off it first.
-        request.headers.pop("Authorization", None)
+            # Read the (small) error body so the exception's response is usable; aread
+            # closes the stream, and so does aclose if reading fails.
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        # The exception keeps the requests for the user; the token is taken off each first
+        # (a same-origin redirect keeps the header on the request httpx2 built for it).
+        for sent in (request, response.request, *(r.request for r in response.history)):
+            sent.headers.pop("Authorization", None)
         url = request.url.copy_with(query=None)
-        raise error_class(
-            template.format(url=url, env=self.environment.name), request=request, response=response
-        )
+        message = template.format(url=url, env=self.environment.name, detail=detail)
+        raise error_class(message, request=request, response=response)
 
     def _check_loop(self, loop: object | None = None) -> None:
         loop = current_loop() if loop is None else loop
@@ -547,6 +595,15 @@ _HTTPX_OPTIONS = frozenset(
         "default_encoding",
     }
 )
+
+
+def _replayable(stream: object) -> bool:
+    """Tell whether a request body can be sent a second time.
+
+    httpx2's in-memory bodies (``ByteStream``) and multipart bodies (which rewind their
+    files) implement both the sync and async stream interfaces; generator bodies do not.
+    """
+    return isinstance(stream, httpx2.SyncByteStream) and isinstance(stream, httpx2.AsyncByteStream)
 
 
 def _origins(env: Environment) -> frozenset[tuple[str, str, int | None]]:

@@ -39,6 +39,30 @@ def _check_url(url: str, what: str, env_name: str) -> None:
         )
 
 
+def _check_host(host: str, env_name: str) -> str:
+    """Return ``host`` (``name`` or ``name:port``) lower-cased, if it is only that."""
+    parts = urlsplit(f"https://{host.strip()}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        not parts.hostname
+        or port == -1
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+        or parts.netloc.lower() != host.strip().lower()
+    ):
+        raise ConfigurationError(
+            f"extra_token_hosts entry {host!r} of environment {env_name!r} is not a bare "
+            "host name; give 'host' or 'host:port' (no scheme, path or user), e.g. "
+            "'api2.entur.io'."
+        )
+    return parts.netloc.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class Environment:
     """One Entur environment.
@@ -72,9 +96,18 @@ class Environment:
             )
         _check_url(self.token_url, "token_url", self.name)
         _check_url(self.api_base_url, "api_base_url", self.name)
-        # Accept any iterable from callers while keeping the field hashable and frozen.
+        # Accept any iterable of hosts while keeping the field hashable and frozen; a bare
+        # string would be read as its characters, each a "host" that gets the token.
+        hosts: object = self.extra_token_hosts
+        if isinstance(hosts, str | bytes) or not all(isinstance(h, str) for h in hosts):  # type: ignore[attr-defined]
+            raise ConfigurationError(
+                f"extra_token_hosts of environment {self.name!r} must be a collection of "
+                "host names such as {'api2.entur.io'}, not a single string."
+            )
         object.__setattr__(
-            self, "extra_token_hosts", frozenset(h.lower() for h in self.extra_token_hosts)
+            self,
+            "extra_token_hosts",
+            frozenset(_check_host(h, self.name) for h in self.extra_token_hosts),
         )
 
 

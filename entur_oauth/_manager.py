@@ -14,6 +14,7 @@ import contextlib
 import copy
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -96,6 +97,8 @@ class TokenManager:
         self._refresher_scope: anyio.CancelScope | None = None
         self._refresher_nap: anyio.CancelScope | None = None
         self.background_running = False
+        #: Fingerprints of tokens the API rejected (the last few): never taken from a store.
+        self._rejected: deque[str] = deque(maxlen=8)
         self.fetches = 0
         self.rounds = 0
         self.waits = 0
@@ -166,6 +169,9 @@ class TokenManager:
         if self.token is not token:
             return
         logger.debug("token %s rejected by the API; discarding it", token.fingerprint)
+        # Remembered before the first await below: a task that fetches meanwhile must not
+        # take this very token back from the store before it is deleted there.
+        self._rejected.append(token.fingerprint)
         self.token = None
         self.advisory_at = self._mandatory_at = float("-inf")
         self._wake_refresher()
@@ -307,6 +313,9 @@ class TokenManager:
         if token.expires_at - advisory <= now:
             return None  # in its own refresh window: fetch a fresh one instead
         if replacing is not None and token.fingerprint == replacing.fingerprint:
+            return None
+        if token.fingerprint in self._rejected:
+            logger.debug("stored token %s was rejected by the API; ignoring it", token.fingerprint)
             return None
         logger.debug("token %s taken from the shared store", token.fingerprint)
         return token

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_LIFETIME",
     "MIN_LIFETIME",
     "Token",
+    "is_retryable_status",
     "parse_retry_after",
     "parse_token_response",
     "sanitize_snippet",
@@ -57,6 +58,12 @@ _SNIPPET_LEN = 160
 # Fields whose values are credentials whatever else a body says: never shown in a snippet.
 _SENSITIVE_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "client_secret"})
 _REDACTED = "[redacted]"
+# "access_token": "...", access_token=..., 'access_token' : '...' (quotes optional).
+_SENSITIVE_PAIR = re.compile(
+    r"""((?:access|refresh|id)_token|client_secret)(["']?\s*[:=]\s*["']?)[^"'&\s,;}<]+""",
+    re.IGNORECASE,
+)
+_JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +139,10 @@ def _redact_text(text: str, redact: tuple[str, ...]) -> str:
     for secret in redact:
         for form in _escaped_forms(secret):
             text = text.replace(form, _REDACTED)
-    return text
+    # Bodies that are not clean JSON (an HTML page around JSON, a form-encoded answer) can
+    # still carry a token: blank the values of credential fields and anything JWT-shaped.
+    text = _SENSITIVE_PAIR.sub(lambda m: m.group(1) + m.group(2) + _REDACTED, text)
+    return _JWT_SHAPED.sub(_REDACTED, text)
 
 
 def _body_snippet(body: bytes, payload: object, redact: tuple[str, ...]) -> str:
@@ -231,7 +241,7 @@ def _error_fields(payload: object, redact: tuple[str, ...]) -> tuple[str | None,
     )
 
 
-def _retryable_status(status: int) -> bool:
+def is_retryable_status(status: int) -> bool:
     # 408, 429 and the 5xx family (proxies and CDNs add their own, such as 520-524);
     # 501 Not Implemented and 505 HTTP Version Not Supported do not heal by waiting.
     return status in _RETRYABLE_STATUS or (500 <= status <= 599 and status not in {501, 505})
@@ -252,7 +262,7 @@ def _error_from_oauth(
             error_description=description,
             retry_after=retry_after,
         )
-    retryable = error in _RETRYABLE_ERRORS or _retryable_status(status)
+    retryable = error in _RETRYABLE_ERRORS or is_retryable_status(status)
     hint = "this is temporary; try again shortly" if retryable else "check the request settings"
     return TokenRequestError(
         f"{where} answered HTTP {status} with OAuth error {detail}; {hint}.",
@@ -295,7 +305,7 @@ def parse_token_response(
             "right and that no proxy answers in its place.",
             status_code=status,
             retry_after=retry_after,
-            retryable=_retryable_status(status),
+            retryable=is_retryable_status(status),
         )
     try:
         payload: object = json.loads(body)
@@ -306,7 +316,7 @@ def parse_token_response(
     if not 200 <= status < 300 or error is not None:
         if error is not None:
             raise _error_from_oauth(status, error, description, retry_after, where)
-        retryable = _retryable_status(status)
+        retryable = is_retryable_status(status)
         snippet = _body_snippet(body, payload, redact)
         advice = (
             "this is usually temporary; it is retried automatically"
