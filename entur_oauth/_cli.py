@@ -987,21 +987,21 @@ async def _demo_real(settings: EnvSettings, calls: int, path: str | None) -> int
         assert token is not None
         _out(f"1. {calls} concurrent get_access_token() calls")
         _out(
-            f"   -> token requests: {manager.fetches} (token {token.fingerprint}, "
+            f"   -> token requests: {client.token_fetches} (token {token.fingerprint}, "
             f"expires in {_duration(token.expires_at_wall - time.time())})"
         )
-        before = manager.fetches
+        before = client.token_fetches
         await burst(calls)
         _out(f"2. {calls} more calls")
-        _out(f"   -> token requests: {manager.fetches - before} (the cached token was reused)")
-        before = manager.fetches
+        _out(f"   -> token requests: {client.token_fetches - before} (the cached token was reused)")
+        before = client.token_fetches
         await manager.invalidate(token)  # what an API 401 does
         await burst(calls)
         renewed = manager.token
         assert renewed is not None
         _out(f"3. the token is dropped, as after a 401; {calls} concurrent calls")
         _out(
-            f"   -> token requests: {manager.fetches - before} (one re-fetch for all; "
+            f"   -> token requests: {client.token_fetches - before} (one re-fetch for all; "
             f"new token {renewed.fingerprint})"
         )
         if path:

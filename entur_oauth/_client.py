@@ -290,8 +290,6 @@ class EnturClient(AsyncOAuth2Client):
         error: TokenRequestError
         try:
             token: Token = await self.fetch_token(self.environment.token_url)
-        except TokenRequestError:
-            raise
         except httpx2.TimeoutException as exc:
             error = TokenRequestError(
                 f"The token request to {self.environment.token_url} timed out "
@@ -451,10 +449,7 @@ class EnturClient(AsyncOAuth2Client):
         loop = current_loop()
         if loop is not self._loop:
             self._check_loop(loop)
-        url = request.url
-        # scheme/host/port are plain attribute reads on httpx2's parsed URL; netloc would
-        # join and encode a new string on every request.
-        if (url.scheme, url.host, url.port) not in self._token_origins:
+        if not self._in_scope(request.url):
             # Not an Entur API host we know: no token, no Entur status mapping.
             return await _httpx_send(
                 self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
@@ -495,6 +490,8 @@ class EnturClient(AsyncOAuth2Client):
 
     def _in_scope(self, url: httpx2.URL) -> bool:
         """Tell whether ``url`` is on a host that receives the token (the API's own)."""
+        # scheme/host/port are plain attribute reads on httpx2's parsed URL; netloc would
+        # join and encode a new string on every request.
         return (url.scheme, url.host, url.port) in self._token_origins
 
     async def _raise_for_entur_status(

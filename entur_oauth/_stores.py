@@ -69,7 +69,7 @@ class MemoryTokenStore:
             if entry is None:
                 return None
             value, expires = entry
-            if expires <= _now():
+            if expires <= time.monotonic():
                 del self._values[key]
                 return None
             return value
@@ -77,7 +77,7 @@ class MemoryTokenStore:
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds."""
         with self._guard:
-            self._values[key] = (value, _now() + ttl)
+            self._values[key] = (value, time.monotonic() + ttl)
 
     async def delete(self, key: str, *, expected: bytes | None = None) -> None:
         """Remove ``key`` (only if it holds ``expected``, when given)."""
@@ -105,10 +105,6 @@ class MemoryTokenStore:
 
     def __repr__(self) -> str:
         return f"MemoryTokenStore(entries={len(self._values)})"
-
-
-def _now() -> float:
-    return time.monotonic()
 
 
 _DEFAULT = MemoryTokenStore()
