@@ -21,11 +21,12 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import tempfile
+from multiprocessing.queues import Queue
 from pathlib import Path
 
 import anyio
 
-from entur_oauth import EnturClient, FileTokenStore
+from entur_oauth import ConfigurationError, EnturClient, FileTokenStore
 
 
 async def work(store_path: str, path: str) -> tuple[int, int]:
@@ -37,10 +38,17 @@ async def work(store_path: str, path: str) -> tuple[int, int]:
     return response.status_code, fetched
 
 
-def worker(store_path: str, path: str, number: int) -> None:
-    """Entry point of one worker process."""
+async def check_settings() -> None:
+    """Read the ENTUR_* settings once here (no network call), so a missing variable is one
+    clear message from the parent instead of a traceback from every worker."""
+    async with EnturClient.from_env():
+        pass
+
+
+def worker(store_path: str, path: str, number: int, results: Queue[tuple[int, int, int]]) -> None:
+    """Entry point of one worker process: reports (number, status, fetched) to the parent."""
     status, fetched = anyio.run(work, store_path, path)
-    print(f"worker {number}: HTTP {status}, tokens fetched by this worker: {fetched}")
+    results.put((number, status, fetched))
 
 
 def main(workers: int, path: str) -> None:
@@ -48,8 +56,12 @@ def main(workers: int, path: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store_path = str(Path(tmp) / "tokens.json")
         context = multiprocessing.get_context("spawn")  # fresh processes, like real workers
+        # Workers report through a queue and only this process prints: lines that several
+        # processes write to one pipe at once can interleave mid-line.
+        results: Queue[tuple[int, int, int]] = context.Queue()
         processes = [
-            context.Process(target=worker, args=(store_path, path, n)) for n in range(workers)
+            context.Process(target=worker, args=(store_path, path, n, results))
+            for n in range(workers)
         ]
         for process in processes:
             process.start()
@@ -58,8 +70,17 @@ def main(workers: int, path: str) -> None:
         failed = [p for p in processes if p.exitcode != 0]
         if failed:
             sys.exit(f"{len(failed)} worker(s) failed")
+        # Every worker exited 0, so each put its report before it ended.
+        reports = sorted(results.get(timeout=10) for _ in processes)
+    for number, status, fetched in reports:
+        print(f"worker {number}: HTTP {status}, tokens fetched by this worker: {fetched}")
+    print(f"token requests by all {workers} workers: {sum(r[2] for r in reports)}")
 
 
 if __name__ == "__main__":
+    try:
+        anyio.run(check_settings)
+    except ConfigurationError as exc:
+        sys.exit(str(exc))
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     main(count, sys.argv[2] if len(sys.argv) > 2 else "/personalisation/v1/programs/1")

@@ -231,8 +231,20 @@ def test_many_workers_share_one_token(served: tuple[FakeEntur, dict[str, str]]) 
     fake, env = served
     result = run_example("many_workers.py", "6", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    lines = sorted(result.stdout.splitlines())
-    assert len(lines) == 6
-    assert all("HTTP 200" in line for line in lines)
+    *lines, total = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"worker {n}" for n in range(6)]
+    assert all("HTTP 200" in line for line in lines), result.stdout
     assert sum(int(line.rsplit(": ", 1)[1]) for line in lines) == 1
+    assert total == "token requests by all 6 workers: 1"
     assert fake.token_count == 1
+
+
+def test_many_workers_without_settings_says_what_is_missing_once() -> None:
+    """Without ENTUR_* variables the parent stops with one clear message, before any worker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENTUR_")}
+    env.update(NO_NETWORK)
+    result = run_example("many_workers.py", "3", env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("Missing environment variable(s): ENTUR_CLIENT_ID") == 1
