@@ -171,14 +171,16 @@ async def test_slow_and_hanging_answers_meet_the_client_timeout(
 ) -> None:
     """delay_api makes a slow answer, a hang never answers: both end in the client's
     timeout over a real socket, and the fake serves the next call normally."""
-    entur_fake.delay_api(2.0)
+    # The delay is far past the timeout and the timeout far past a normal loopback answer,
+    # so a loaded CI machine changes neither outcome; a delay ends when the client leaves.
+    entur_fake.delay_api(10.0)
     entur_fake.fail_api(ScriptedResponse(hang=True))
     async with EnturClient(
         entur_fake.client_id,
         entur_fake.client_secret,
         client_name="test-app",
         environment=entur_fake.environment(entur_fake_url),
-        timeout=0.3,
+        timeout=1.0,
     ) as client:
         for _ in range(2):
             with pytest.raises(httpx2.ReadTimeout):
@@ -190,13 +192,13 @@ async def test_delay_token_slows_the_token_endpoint(
     entur_fake: FakeEntur, entur_fake_url: str
 ) -> None:
     """delay_token slows the token endpoint; the client's token timeout then retries."""
-    entur_fake.delay_token(2.0)
+    entur_fake.delay_token(10.0)
     async with EnturClient(
         entur_fake.client_id,
         entur_fake.client_secret,
         client_name="test-app",
         environment=entur_fake.environment(entur_fake_url),
-        retry=RetryPolicy(timeout=0.3, backoff_base=0.01),
+        retry=RetryPolicy(timeout=1.0, backoff_base=0.01),
     ) as client:
         assert (await client.get("/x")).status_code == 200
     assert entur_fake.token_count == 2
