@@ -23,6 +23,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import glob
 import json
 import logging
 import math
@@ -52,6 +53,8 @@ _FORMAT_VERSION = 1
 _MAX_FILE_BYTES = 1024 * 1024
 #: How long a read-modify-write waits for another writer (their holds last milliseconds).
 _WRITE_LOCK_TIMEOUT = 10.0
+#: A temporary file older than this, seen under the write lock, was left by a killed writer.
+_STALE_TEMPORARY_AGE = 60.0
 
 _Tokens = dict[str, Any]
 
@@ -238,8 +241,22 @@ class FileTokenStore:
                 if isinstance(v, dict) and _is_number(v.get("expires")) and v["expires"] > now
             }
             self._write({"version": _FORMAT_VERSION, "tokens": fresh})
+            self._remove_stale_temporaries(now)
         finally:
             write_lock.release()
+
+    def _remove_stale_temporaries(self, now: float) -> None:
+        """Delete temporary files left by writers killed between mkstemp and the rename.
+
+        Every writer holds the write lock, which we hold now, so such a file is an orphan;
+        the age check only guards against a clock or file system that disagrees. It runs
+        once per write (once per token lifetime), so a directory listing costs nothing.
+        """
+        for tmp in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - tmp.lstat().st_mtime > _STALE_TEMPORARY_AGE:
+                    tmp.unlink()
+                    logger.info("Token store: removed %s, left by a writer that was killed", tmp)
 
     def _write(self, document: dict[str, Any]) -> None:
         data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()

@@ -96,6 +96,31 @@ async def test_file_is_private_and_replaced_atomically(tmp_path: Path) -> None:
     assert await store.get("entur-oauth:abc") == b"sealed-2"
 
 
+async def test_temporaries_left_by_killed_writers_are_removed_on_the_next_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer killed between mkstemp and the rename leaves ``.tokens.json.*.tmp``; the next
+    write removes it once it is a minute old, and leaves a fresh one and other files alone."""
+    path = tmp_path / "tokens.json"
+    store = FileTokenStore(path)
+    await store.set("k", b"one", ttl=60)
+    orphan = tmp_path / ".tokens.json.k1ll3d.tmp"
+    fresh = tmp_path / ".tokens.json.wr1t1ng.tmp"
+    other = tmp_path / ".other.json.k1ll3d.tmp"
+    for leftover in (orphan, fresh, other):
+        leftover.write_bytes(b'{"version": 1, "tok')
+    hour_ago = time.time() - 3600
+    for old in (orphan, other):
+        os.utime(old, (hour_ago, hour_ago))
+    with caplog.at_level(logging.INFO, logger="entur_oauth"):
+        await store.set("k", b"two", ttl=60)
+    assert not orphan.exists()
+    assert fresh.exists()
+    assert other.exists()
+    assert f"removed {orphan}" in caplog.text
+    assert await store.get("k") == b"two"
+
+
 async def test_get_set_delete_and_compare_and_delete(tmp_path: Path) -> None:
     """Entries per key; delete with ``expected`` only removes that very value; TTL honoured."""
     store = FileTokenStore(tmp_path / "tokens.json")
