@@ -342,7 +342,10 @@ class TokenManager:
             )
             raise _copy_error(self._credentials_error)
         deadline = now + self.retry.total
-        limit = self.retry.timeout * 1.5
+        # A backstop for transports with no timeout of their own (an in-process app that
+        # never answers). The fixed second lets httpx's own timeout, which starts only once
+        # the request is built and connected, fire first on a real socket.
+        limit = self.retry.timeout * 1.5 + 1.0
         attempt = 0
         while True:
             attempt += 1

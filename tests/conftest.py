@@ -22,13 +22,33 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+#: For subprocesses: anything but loopback goes to a dead proxy, so an example or a README
+#: command can never reach the real Entur. Both spellings, as urllib prefers the lowercase one.
+NO_NETWORK = {
+    name: value
+    for upper, value in {
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "ALL_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost,::1",
+    }.items()
+    for name in (upper, upper.lower())
+}
+
+
+def _is_proxy_setting(name: str) -> bool:
+    return name.lower() in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ENTUR_* variable of the developer's shell, and no token from another test."""
+    """No ENTUR_* variable of the developer's shell, no token from another test, and no proxy
+    setting of the CI machine (httpx honours them even for 127.0.0.1, so a proxy would catch
+    every loopback request the tests make)."""
     import os
 
     for name in list(os.environ):
-        if name.startswith("ENTUR_"):
+        if name.startswith("ENTUR_") or _is_proxy_setting(name):
             monkeypatch.delenv(name)
     default_memory_store().clear()
     yield

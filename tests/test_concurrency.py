@@ -250,7 +250,7 @@ async def test_silent_token_endpoint_times_out_for_every_waiter(
     entur: FakeEntur, clock: FakeClock
 ) -> None:
     """A token endpoint that never answers (in-process, where no HTTP timeout applies):
-    each attempt is cut at 1.5 x RetryPolicy.timeout, and all 20 waiters get a retryable
+    each attempt is cut at 1.5 x RetryPolicy.timeout + 1 s, and all 20 waiters get a retryable
     TokenRequestError instead of hanging; the client works afterwards."""
     entur.fail_token(ScriptedResponse(hang=True), times=2)
     errors: list[TokenRequestError] = []

@@ -20,14 +20,9 @@ import pytest
 
 from entur_oauth.testing import FakeEntur
 
+from .conftest import NO_NETWORK
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-#: Anything but loopback goes to a dead proxy: an example can never reach the real Entur.
-NO_NETWORK = {
-    "HTTP_PROXY": "http://127.0.0.1:9",
-    "HTTPS_PROXY": "http://127.0.0.1:9",
-    "ALL_PROXY": "http://127.0.0.1:9",
-    "NO_PROXY": "127.0.0.1,localhost,::1",
-}
 
 
 @pytest.fixture

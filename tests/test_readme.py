@@ -33,6 +33,8 @@ import pytest
 
 from entur_oauth.testing import FakeEntur
 
+from .conftest import NO_NETWORK
+
 README = Path(os.environ.get("TEST_README") or Path(__file__).resolve().parents[1] / "README.md")
 SKIP_MARK = "<!-- skip-test -->"
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
@@ -47,12 +49,6 @@ _LANGS = {
     "shell-session": "console",
 }
 _SHELL_SYNTAX = re.compile(r"[|<>;&`]|\$\(")
-NO_NETWORK = {
-    "HTTP_PROXY": "http://127.0.0.1:9",
-    "HTTPS_PROXY": "http://127.0.0.1:9",
-    "ALL_PROXY": "http://127.0.0.1:9",
-    "NO_PROXY": "127.0.0.1,localhost,::1",
-}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from entur_oauth._codec import TokenCodec, store_key
 from entur_oauth._secrets import Secret
 from entur_oauth.testing import FakeEntur
 
+from ._faults import eventually
 from .conftest import LoopbackServer, free_port
 from .fleet_worker import HoldFirstTokenRequest, Worker
 
@@ -102,10 +103,22 @@ async def test_lease_is_exclusive_and_released_only_by_its_owner(
 
 
 async def test_waiter_picks_up_the_token_the_holder_writes(
-    fake: FakeEntur, redis_url: str, raw: redis.Redis
+    fake: FakeEntur, redis_url: str, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the lease is held, a waiter takes the token the holder stores: no second fetch."""
     store = RedisTokenStore(redis_url, poll_interval=0.01)
+    # Count the waiter's polls of the lease: the waiter compares what later polls read with
+    # its first, so the "holder" must write only after that first poll.
+    waiting_polls = 0
+    try_lease = store._try_lease
+
+    def counting_try_lease(lease_key: str, owner: str, key: str) -> tuple[bool, bytes | None]:
+        nonlocal waiting_polls
+        acquired, value = try_lease(lease_key, owner, key)
+        waiting_polls += not acquired
+        return acquired, value
+
+    monkeypatch.setattr(store, "_try_lease", counting_try_lease)
     key = key_of(fake)
     async with fake.client(token_store=MemoryTokenStore()) as other:
         await call(other)
@@ -124,7 +137,7 @@ async def test_waiter_picks_up_the_token_the_holder_writes(
         async with anyio.create_task_group() as tg:
             # This process holds the lease, so the client must wait...
             tg.start_soon(waiter)
-            await anyio.sleep(0.1)
+            await eventually(lambda: waiting_polls >= 2)
             assert not done.is_set()
             # ...until the "holder" writes the token, which the waiter then uses at once.
             await store.set(key, sealed, ttl=60)
