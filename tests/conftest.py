@@ -72,19 +72,24 @@ class LoopbackServer:
     """A real uvicorn server on 127.0.0.1 serving an ASGI app, in a thread of its own."""
 
     def __init__(self, app: Any) -> None:
-        self.port = free_port()
+        # Bound here and handed to uvicorn: no window in which another process could take
+        # a port picked as free (as free_port() would leave).
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
 
     def __enter__(self) -> LoopbackServer:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
+                self._socket.close()
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)
         return self
@@ -92,6 +97,7 @@ class LoopbackServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        self._socket.close()
 
 
 @pytest.fixture
