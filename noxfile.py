@@ -40,7 +40,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, the examples, the typing tests and the benchmarks."""
     session.install("-e", ".[redis]", *group("typecheck"))
-    session.run("mypy", "entur_oauth", "tests/typing", "examples")
+    session.run("mypy", "entur_oauth", "tests/typing", "examples", "benchmarks")
 
 
 @nox.session(python=DEFAULT_PYTHON)

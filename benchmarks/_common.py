@@ -1,8 +1,9 @@
 """What every benchmark shares: contenders, transports, a loopback server, statistics, rows.
 
 Rules the figures follow (see README.md): each number is a ratio against a baseline
-measured in the same run; contenders are interleaved (A B C, B C A, ...) so machine drift
-hits them all alike; every measurement is repeated and the median is reported.
+measured in the same run; contenders are interleaved (A B C, C A B, ...: a fresh random
+order each round, so drift hits them all alike and no contender always follows the same
+neighbour); every measurement is repeated and the median is reported.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import gc
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -124,21 +126,29 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 async def interleave(
-    contenders: Mapping[str, Callable[[], Awaitable[float]]], *, rounds: int, warmup: int = 1
+    contenders: Mapping[str, Callable[[], Awaitable[float]]],
+    *,
+    rounds: int,
+    warmup: int = 1,
+    seed: int = 20261128,
 ) -> dict[str, list[float]]:
-    """Run each contender's measurement once per round, rotating who goes first.
+    """Run each contender's measurement once per round, in a fresh random order each round.
 
-    Each callable returns one measurement. A full garbage collection runs before each
-    measurement so no contender pays for garbage another one left.
+    A random (seeded, so reproducible) order rather than a rotation: with a rotation each
+    contender always runs right after the same neighbour, and whatever that neighbour
+    leaves behind (warm caches, a connection being torn down) never cancels. A full
+    garbage collection runs before each measurement so no contender pays for garbage
+    another one left.
 
     Returns:
         Contender name -> one measurement per (non-warm-up) round.
     """
     names = list(contenders)
+    order = random.Random(seed)
     results: dict[str, list[float]] = {name: [] for name in names}
     for round_no in range(warmup + rounds):
-        shift = round_no % len(names)
-        for name in names[shift:] + names[:shift]:
+        order.shuffle(names)
+        for name in names:
             gc.collect()
             value = await contenders[name]()
             if round_no >= warmup:
@@ -149,6 +159,24 @@ async def interleave(
 def paired_ratios(results: Mapping[str, list[float]], name: str, baseline: str) -> list[float]:
     """Per-round ratios ``name / baseline``: drift within a round cancels."""
     return [a / b for a, b in zip(results[name], results[baseline], strict=True)]
+
+
+def pooled(results: Mapping[str, list[float]], baselines: Sequence[str]) -> list[float]:
+    """Per-round mean of several identical baselines (bare httpx2 and its A/A control)."""
+    columns = [results[name] for name in baselines]
+    return [statistics.fmean(values) for values in zip(*columns, strict=True)]
+
+
+def pooled_ratios(
+    results: Mapping[str, list[float]], name: str, baselines: Sequence[str]
+) -> list[float]:
+    """Per-round ratios ``name / mean(baselines)``.
+
+    Two identical bare clients differ by a percent or two from noise alone (the A/A
+    control shows how much); measuring against their mean, rather than picking one,
+    keeps that choice from deciding a verdict.
+    """
+    return [a / b for a, b in zip(results[name], pooled(results, baselines), strict=True)]
 
 
 # -- tokens and in-process transport ---------------------------------------------------------

@@ -36,7 +36,12 @@ from _common import (
 
 TARGET = 1024 * 1024
 URL = IN_PROCESS_BASE + "/journey-planner/v3/graphql"
-RUNS = ((ENTUR, "asyncio"), (ENTUR, "trio"), (BARE, "asyncio"), (AUTHLIB, "asyncio"))
+#: (contender, backend) pairs, each in its own process; this library three times per backend
+#: (the worst growth is reported), the baselines once.
+RUNS = (
+    *((ENTUR, backend) for backend in ("asyncio", "trio") for _ in range(3)),
+    *((contender, backend) for contender in (BARE, AUTHLIB) for backend in ("asyncio", "trio")),
+)
 
 
 def worker(contender: str, backend: str, first: int, last: int) -> None:
@@ -77,18 +82,21 @@ def run(quick: bool = False) -> FigureResult:
     first, last = (1_000, 20_000) if quick else (1_000, 100_000)
     log(f"memory: RSS growth from request {first:,} to {last:,}, {len(RUNS)} processes")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {run: pool.submit(_measure, *run, first, last) for run in RUNS}
-        growth = {run: future.result() for run, future in futures.items()}
+        futures = [(run, pool.submit(_measure, *run, first, last)) for run in RUNS]
+        growth: dict[tuple[str, str], list[int]] = {}
+        for run_key, future in futures:
+            growth.setdefault(run_key, []).append(future.result())
     rows = []
     for backend in ("asyncio", "trio"):
-        ours = growth[(ENTUR, backend)]
+        runs = growth[(ENTUR, backend)]
+        ours = max(runs)
         rows.append(
             Row(
                 figure=f"memory: RSS growth from request {first:,} to {last:,}, in-process "
-                f"transport ({backend})",
-                this=_kib(ours),
-                bare=_kib(growth[(BARE, backend)]) if (BARE, backend) in growth else "-",
-                authlib=_kib(growth[(AUTHLIB, backend)]) if (AUTHLIB, backend) in growth else "-",
+                f"transport ({backend}; worst of {len(runs)} processes)",
+                this=" / ".join(_kib(value) for value in runs),
+                bare=_kib(growth[(BARE, backend)][0]),
+                authlib=_kib(growth[(AUTHLIB, backend)][0]),
                 target="< 1,024 KiB",
                 verdict=verdict(ours < TARGET),
             )
