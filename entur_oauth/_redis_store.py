@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 import secrets
+import threading
 from types import TracebackType
 from typing import Any, cast
 
@@ -44,6 +45,15 @@ __all__ = ["RedisTokenStore"]
 _COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Extends KEYS[1] to ARGV[2] milliseconds only while ARGV[1] holds it: a holder renews its
+# own lease, never one that expired and passed to another process.
+_COMPARE_AND_PEXPIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -138,6 +148,7 @@ class RedisTokenStore:
             )
         self._client = client
         self._compare_and_delete = client.register_script(_COMPARE_AND_DELETE)
+        self._compare_and_pexpire = client.register_script(_COMPARE_AND_PEXPIRE)
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
@@ -204,6 +215,22 @@ class RedisTokenStore:
     def _release(self, lease_key: str, owner: str) -> None:
         self._compare_and_delete(keys=[lease_key], args=[owner])
 
+    def _renew_until(self, stop: threading.Event, lease_key: str, owner: str) -> None:
+        """Extend the lease every third of its TTL until ``stop`` is set or it is lost.
+
+        A fetch may outlast one lease (retries, up to 10 s per attempt, against a 15 s
+        default lease): without renewal the lease would expire mid-fetch and a waiter would
+        fetch too. A Redis error skips one renewal; two more chances remain before expiry.
+        """
+        ttl_ms = max(1, math.ceil(self.lease_ttl * 1000))
+        while not stop.wait(self.lease_ttl / 3):
+            try:
+                renewed = self._compare_and_pexpire(keys=[lease_key], args=[owner, ttl_ms])
+            except Exception:  # noqa: S112 - retried at the next interval
+                continue
+            if not renewed:
+                return  # lost (it expired anyway): never extend a successor's lease
+
 
 class _Lease:
     """The fetch lease on one key: taken by polling, released only by its owner."""
@@ -213,6 +240,7 @@ class _Lease:
         self._key = key
         self._lease_key = f"{key}:lease"
         self._owner: str | None = None
+        self._stop_renewing: threading.Event | None = None
 
     async def __aenter__(self) -> None:
         store = self._store
@@ -233,6 +261,7 @@ class _Lease:
                 raise
             if acquired:
                 self._owner = owner
+                self._start_renewing(owner)
                 return
             if seen is _UNSEEN:
                 seen = value
@@ -257,7 +286,25 @@ class _Lease:
     ) -> None:
         await self._release(quiet=False)
 
+    def _start_renewing(self, owner: str) -> None:
+        # A daemon thread, not a task: the lease outlives __aenter__, so a task would need a
+        # task group spanning __aenter__ and __aexit__, which anyio's cancel scopes forbid.
+        # The thread makes its blocking Redis calls off the event loop on asyncio and trio
+        # alike, and dies with the process: a killed holder's lease still expires.
+        stop = self._stop_renewing = threading.Event()
+        threading.Thread(
+            target=self._store._renew_until,
+            args=(stop, self._lease_key, owner),
+            name="entur-oauth-lease-renewal",
+            daemon=True,
+        ).start()
+
     async def _release(self, *, quiet: bool) -> None:
+        # Stop renewing before releasing, so no renewal runs after the lease is gone. (A
+        # renewal already in flight only extends a lease that is still ours.)
+        stop, self._stop_renewing = self._stop_renewing, None
+        if stop is not None:
+            stop.set()
         owner, self._owner = self._owner, None
         if owner is None:
             return

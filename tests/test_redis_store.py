@@ -150,6 +150,35 @@ async def test_waiter_picks_up_the_token_the_holder_writes(
     assert client._manager.fetches == 0
 
 
+async def test_lease_is_renewed_during_a_fetch_longer_than_its_ttl(
+    fake: FakeEntur, redis_url: str, raw: redis.Redis
+) -> None:
+    """A token request three times as long as the lease: the holder keeps renewing its
+    lease, so the other client waits for its token instead of fetching a second one."""
+    fake.delay_token(1.5)
+    statuses: list[int] = []
+
+    def store() -> RedisTokenStore:
+        # wait_timeout well past the fetch: only an expired lease could let the waiter in.
+        return RedisTokenStore(redis_url, lease_ttl=0.5, wait_timeout=10, poll_interval=0.02)
+
+    async with (
+        fake.client(token_store=store()) as first,
+        fake.client(token_store=store()) as second,
+    ):
+
+        async def run(client: EnturClient) -> None:
+            statuses.append(await call(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, first)
+            await eventually(lambda: fake.token_count == 1)
+            tg.start_soon(run, second)
+    assert statuses == [200, 200]
+    assert fake.token_count == 1
+    assert raw.exists(f"{key_of(fake)}:lease") == 0  # released, and not renewed after that
+
+
 async def test_cancelled_holder_and_waiter_leave_no_lease(redis_url: str, raw: redis.Redis) -> None:
     """Cancelling a holder releases its lease (shielded); a cancelled waiter leaves none."""
     store = RedisTokenStore(redis_url, poll_interval=0.01)
