@@ -23,6 +23,7 @@ from entur_oauth.testing import FakeEntur
 from ._faults import eventually
 from .conftest import LoopbackServer, free_port
 from .fleet_worker import HoldFirstTokenRequest, Worker
+from .test_file_store import revoked_token_is_not_reused
 
 if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
     from .redis_fixture import RedisServer
@@ -326,6 +327,13 @@ async def test_rejected_token_is_replaced_once_for_everyone(
             tg.start_soon(run, second)
     assert statuses == [200, 200]
     assert fake.token_count == 2
+
+
+async def test_rejected_token_deleted_from_redis_even_when_its_replacement_fails(
+    fake: FakeEntur, redis_url: str
+) -> None:
+    """After a 401 and a failed refetch, a fresh client does not send the rejected token."""
+    await revoked_token_is_not_reused(fake, lambda: RedisTokenStore(redis_url))
 
 
 async def test_redis_down_the_client_fetches_its_own_token(
