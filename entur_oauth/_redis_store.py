@@ -149,6 +149,9 @@ class RedisTokenStore:
         self._client = client
         self._compare_and_delete = client.register_script(_COMPARE_AND_DELETE)
         self._compare_and_pexpire = client.register_script(_COMPARE_AND_PEXPIRE)
+        # The value each key held at this store's latest get(): a waiter for the lease that
+        # then finds another value knows a new token was written since (see _Lease).
+        self._last_read: dict[str, bytes | None] = {}
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
@@ -161,7 +164,9 @@ class RedisTokenStore:
         Raises:
             redis.RedisError: Redis is unreachable, slow or refused the command.
         """
-        return cast("bytes | None", await anyio.to_thread.run_sync(self._client.get, key))
+        value = cast("bytes | None", await anyio.to_thread.run_sync(self._client.get, key))
+        self._last_read[key] = value
+        return value
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         """Store ``value`` under ``key``; Redis drops it after ``ttl`` seconds.
@@ -247,7 +252,13 @@ class _Lease:
         # Random per attempt: the lease names its holder, so only the holder releases it.
         owner = secrets.token_hex(16)
         deadline = anyio.current_time() + store.wait_timeout
-        seen: object = _UNSEEN
+        # What the client read just before asking for the lease (it found no usable token
+        # there). Compared with the first poll too: a token written in between (the holder
+        # writes, then releases) would otherwise count as "seen", and this waiter would
+        # queue for the lease behind every other one just to read that token. (Clients in
+        # one process sharing this store may race on it; the worst case is the one below:
+        # an early return to a token this client cannot use, so one extra fetch.)
+        seen: object = store._last_read.get(self._key, _UNSEEN)
         while True:
             try:
                 acquired, value = await anyio.to_thread.run_sync(

@@ -180,6 +180,43 @@ async def test_lease_is_renewed_during_a_fetch_longer_than_its_ttl(
     assert raw.exists(f"{key_of(fake)}:lease") == 0  # released, and not renewed after that
 
 
+async def test_waiter_takes_a_token_written_before_its_first_poll(
+    fake: FakeEntur,
+    redis_url: str,
+    raw: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The holder writes the token between the client's read of the store and its first
+    poll of the lease: the client takes that token at once, without waiting for the lease
+    (in a fleet, such waiters would otherwise take the lease one after the other)."""
+    store = RedisTokenStore(redis_url, poll_interval=0.01, wait_timeout=2)
+    key = key_of(fake)
+    async with fake.client(token_store=MemoryTokenStore()) as other:
+        await call(other)
+        assert other._manager is not None
+        token = other._manager.token
+    assert token is not None
+    sealed = TokenCodec(Secret(fake.client_secret), key).encode(token)
+    get = store.get
+
+    async def get_then_holder_writes(k: str) -> bytes | None:
+        value = await get(k)
+        if value is None:
+            raw.set(key, sealed, px=60_000)  # the "holder" writes right after this read
+        return value
+
+    monkeypatch.setattr(store, "get", get_then_holder_writes)
+    async with store.lock(key), fake.client(token_store=store) as client:
+        with anyio.fail_after(1):  # well before wait_timeout
+            assert await call(client) == 200
+        assert raw.exists(f"{key}:lease") == 1  # still held: the client did not need it
+    assert fake.token_count == 1  # only the other client's fetch
+    assert client._manager is not None
+    assert client._manager.fetches == 0
+    assert store_warnings(caplog) == []
+
+
 async def test_cancelled_holder_and_waiter_leave_no_lease(redis_url: str, raw: redis.Redis) -> None:
     """Cancelling a holder releases its lease (shielded); a cancelled waiter leaves none."""
     store = RedisTokenStore(redis_url, poll_interval=0.01)
