@@ -18,6 +18,8 @@ import math
 import random
 import secrets
 import threading
+import time
+import weakref
 from types import TracebackType
 from typing import Any, cast
 
@@ -77,8 +79,9 @@ class RedisTokenStore:
         url_or_client: A Redis URL (``redis://``, ``rediss://``, ``unix://``) or a
             synchronous ``redis.Redis`` client (created with ``decode_responses=False``;
             its own timeouts and retries then apply).
-        lease_ttl: Seconds a fetch lease lasts. It should exceed one token request; it is
-            also how long the others wait if the holder dies mid-fetch.
+        lease_ttl: Seconds a fetch lease lasts unless renewed; its holder renews it every
+            third of that while its fetch runs (for up to ``wait_timeout``). It is how long
+            the others wait if the holder dies mid-fetch.
         wait_timeout: Longest wait, in seconds, for another process's fetch before this
             one fetches on its own (default: twice ``lease_ttl``).
         poll_interval: Seconds between checks for the lease or the token while waiting.
@@ -226,9 +229,14 @@ class RedisTokenStore:
         A fetch may outlast one lease (retries, up to 10 s per attempt, against a 15 s
         default lease): without renewal the lease would expire mid-fetch and a waiter would
         fetch too. A Redis error skips one renewal; two more chances remain before expiry.
+
+        Renewal stops after ``wait_timeout``: by then every waiter has given up on the lease
+        and fetches alone, so a holder that hangs (not dies) would only keep newcomers
+        waiting; its lease then expires after one more ``lease_ttl``.
         """
         ttl_ms = max(1, math.ceil(self.lease_ttl * 1000))
-        while not stop.wait(self.lease_ttl / 3):
+        until = time.monotonic() + self.wait_timeout
+        while not stop.wait(self.lease_ttl / 3) and time.monotonic() < until:
             try:
                 renewed = self._compare_and_pexpire(keys=[lease_key], args=[owner, ttl_ms])
             except Exception:  # noqa: S112 - retried at the next interval
@@ -309,6 +317,9 @@ class _Lease:
             name="entur-oauth-lease-renewal",
             daemon=True,
         ).start()
+        # A lease dropped without __aexit__ (its task's event loop torn down) stops renewing
+        # when it is collected, and then expires like a dead holder's.
+        weakref.finalize(self, stop.set)
 
     async def _release(self, *, quiet: bool) -> None:
         # Stop renewing before releasing, so no renewal runs after the lease is gone. (A

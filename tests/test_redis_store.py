@@ -217,6 +217,18 @@ async def test_waiter_takes_a_token_written_before_its_first_poll(
     assert store_warnings(caplog) == []
 
 
+async def test_a_hung_holder_stops_renewing_after_wait_timeout(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """A holder that never finishes renews its lease only until wait_timeout; then the
+    lease expires, so it cannot hold up the fleet forever."""
+    store = RedisTokenStore(redis_url, lease_ttl=0.3, wait_timeout=0.6)
+    async with store.lock("k"):
+        await anyio.sleep(0.5)
+        assert raw.exists("k:lease") == 1  # renewed past its 0.3 s TTL
+        await eventually(lambda: raw.exists("k:lease") == 0, within=3)
+
+
 async def test_cancelled_holder_and_waiter_leave_no_lease(redis_url: str, raw: redis.Redis) -> None:
     """Cancelling a holder releases its lease (shielded); a cancelled waiter leaves none."""
     store = RedisTokenStore(redis_url, poll_interval=0.01)
