@@ -8,8 +8,10 @@ Redis call costs nothing that shows, and one code path serves both event loops.
 
 The fetch lock is a lease: ``SET <key>:lease <random owner> NX PX <ttl>``. Only its owner
 releases it (a Lua compare-and-delete), so a holder that outlived its lease never deletes
-a successor's. Waiters poll for the lease and, in the same round trip, for the token the
-holder writes; if the holder dies, its lease expires and exactly one waiter takes it over.
+a successor's. While the fetch runs, the holder renews the lease every third of its TTL
+(an owner-checked PEXPIRE), since a fetch with retries can outlast it. Waiters poll for the
+lease and, in the same round trip, for the token the holder writes; if the holder dies, its
+renewal dies too, its lease expires and exactly one waiter takes it over.
 """
 
 from __future__ import annotations
