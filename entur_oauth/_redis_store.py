@@ -8,8 +8,10 @@ Redis call costs nothing that shows, and one code path serves both event loops.
 
 The fetch lock is a lease: ``SET <key>:lease <random owner> NX PX <ttl>``. Only its owner
 releases it (a Lua compare-and-delete), so a holder that outlived its lease never deletes
-a successor's. Waiters poll for the lease and, in the same round trip, for the token the
-holder writes; if the holder dies, its lease expires and exactly one waiter takes it over.
+a successor's. While the fetch runs, the holder renews the lease every third of its TTL
+(an owner-checked PEXPIRE), since a fetch with retries can outlast it. Waiters poll for the
+lease and, in the same round trip, for the token the holder writes; if the holder dies, its
+renewal dies too, its lease expires and exactly one waiter takes it over.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from __future__ import annotations
 import math
 import random
 import secrets
+import threading
+import time
+import weakref
 from types import TracebackType
 from typing import Any, cast
 
@@ -48,6 +53,15 @@ end
 return 0
 """
 
+# Extends KEYS[1] to ARGV[2] milliseconds only while ARGV[1] holds it: a holder renews its
+# own lease, never one that expired and passed to another process.
+_COMPARE_AND_PEXPIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 _UNSEEN = object()
 
 
@@ -67,8 +81,9 @@ class RedisTokenStore:
         url_or_client: A Redis URL (``redis://``, ``rediss://``, ``unix://``) or a
             synchronous ``redis.Redis`` client (created with ``decode_responses=False``;
             its own timeouts and retries then apply).
-        lease_ttl: Seconds a fetch lease lasts. It should exceed one token request; it is
-            also how long the others wait if the holder dies mid-fetch.
+        lease_ttl: Seconds a fetch lease lasts unless renewed; its holder renews it every
+            third of that while its fetch runs (for up to ``wait_timeout``). It is how long
+            the others wait if the holder dies mid-fetch.
         wait_timeout: Longest wait, in seconds, for another process's fetch before this
             one fetches on its own (default: twice ``lease_ttl``).
         poll_interval: Seconds between checks for the lease or the token while waiting.
@@ -138,6 +153,10 @@ class RedisTokenStore:
             )
         self._client = client
         self._compare_and_delete = client.register_script(_COMPARE_AND_DELETE)
+        self._compare_and_pexpire = client.register_script(_COMPARE_AND_PEXPIRE)
+        # The value each key held at this store's latest get(): a waiter for the lease that
+        # then finds another value knows a new token was written since (see _Lease).
+        self._last_read: dict[str, bytes | None] = {}
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
@@ -150,7 +169,9 @@ class RedisTokenStore:
         Raises:
             redis.RedisError: Redis is unreachable, slow or refused the command.
         """
-        return cast("bytes | None", await anyio.to_thread.run_sync(self._client.get, key))
+        value = cast("bytes | None", await anyio.to_thread.run_sync(self._client.get, key))
+        self._last_read[key] = value
+        return value
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         """Store ``value`` under ``key``; Redis drops it after ``ttl`` seconds.
@@ -204,6 +225,27 @@ class RedisTokenStore:
     def _release(self, lease_key: str, owner: str) -> None:
         self._compare_and_delete(keys=[lease_key], args=[owner])
 
+    def _renew_until(self, stop: threading.Event, lease_key: str, owner: str) -> None:
+        """Extend the lease every third of its TTL until ``stop`` is set or it is lost.
+
+        A fetch may outlast one lease (retries, up to 10 s per attempt, against a 15 s
+        default lease): without renewal the lease would expire mid-fetch and a waiter would
+        fetch too. A Redis error skips one renewal; two more chances remain before expiry.
+
+        Renewal stops after ``wait_timeout``: by then every waiter has given up on the lease
+        and fetches alone, so a holder that hangs (not dies) would only keep newcomers
+        waiting; its lease then expires after one more ``lease_ttl``.
+        """
+        ttl_ms = max(1, math.ceil(self.lease_ttl * 1000))
+        until = time.monotonic() + self.wait_timeout
+        while not stop.wait(self.lease_ttl / 3) and time.monotonic() < until:
+            try:
+                renewed = self._compare_and_pexpire(keys=[lease_key], args=[owner, ttl_ms])
+            except Exception:  # noqa: S112 - retried at the next interval
+                continue
+            if not renewed:
+                return  # lost (it expired anyway): never extend a successor's lease
+
 
 class _Lease:
     """The fetch lease on one key: taken by polling, released only by its owner."""
@@ -213,13 +255,20 @@ class _Lease:
         self._key = key
         self._lease_key = f"{key}:lease"
         self._owner: str | None = None
+        self._stop_renewing: threading.Event | None = None
 
     async def __aenter__(self) -> None:
         store = self._store
         # Random per attempt: the lease names its holder, so only the holder releases it.
         owner = secrets.token_hex(16)
         deadline = anyio.current_time() + store.wait_timeout
-        seen: object = _UNSEEN
+        # What the client read just before asking for the lease (it found no usable token
+        # there). Compared with the first poll too: a token written in between (the holder
+        # writes, then releases) would otherwise count as "seen", and this waiter would
+        # queue for the lease behind every other one just to read that token. (Clients in
+        # one process sharing this store may race on it; the worst case is the one below:
+        # an early return to a token this client cannot use, so one extra fetch.)
+        seen: object = store._last_read.get(self._key, _UNSEEN)
         while True:
             try:
                 acquired, value = await anyio.to_thread.run_sync(
@@ -233,6 +282,7 @@ class _Lease:
                 raise
             if acquired:
                 self._owner = owner
+                self._start_renewing(owner)
                 return
             if seen is _UNSEEN:
                 seen = value
@@ -257,7 +307,28 @@ class _Lease:
     ) -> None:
         await self._release(quiet=False)
 
+    def _start_renewing(self, owner: str) -> None:
+        # A daemon thread, not a task: the lease outlives __aenter__, so a task would need a
+        # task group spanning __aenter__ and __aexit__, which anyio's cancel scopes forbid.
+        # The thread makes its blocking Redis calls off the event loop on asyncio and trio
+        # alike, and dies with the process: a killed holder's lease still expires.
+        stop = self._stop_renewing = threading.Event()
+        threading.Thread(
+            target=self._store._renew_until,
+            args=(stop, self._lease_key, owner),
+            name="entur-oauth-lease-renewal",
+            daemon=True,
+        ).start()
+        # A lease dropped without __aexit__ (its task's event loop torn down) stops renewing
+        # when it is collected, and then expires like a dead holder's.
+        weakref.finalize(self, stop.set)
+
     async def _release(self, *, quiet: bool) -> None:
+        # Stop renewing before releasing, so no renewal runs after the lease is gone. (A
+        # renewal already in flight only extends a lease that is still ours.)
+        stop, self._stop_renewing = self._stop_renewing, None
+        if stop is not None:
+            stop.set()
         owner, self._owner = self._owner, None
         if owner is None:
             return

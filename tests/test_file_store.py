@@ -10,12 +10,20 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from entur_oauth import ConfigurationError, EnturClient, FileTokenStore
+from entur_oauth import (
+    ConfigurationError,
+    EnturClient,
+    FileTokenStore,
+    RetryPolicy,
+    TokenRequestError,
+    TokenStore,
+)
 from entur_oauth._codec import store_key
 from entur_oauth.testing import FakeEntur
 
@@ -52,7 +60,36 @@ async def call(client: EnturClient) -> int:
     return (await client.get("/x")).status_code
 
 
+async def revoked_token_is_not_reused(
+    fake: FakeEntur, make_store: Callable[[], TokenStore]
+) -> None:
+    """The API rejects the stored token (401) and the replacement fetch fails: the store
+    must not hand the rejected token to the next client. Shared with the Redis tests."""
+    once = RetryPolicy(attempts=1)  # the scripted failure is not retried away
+    async with fake.client(token_store=make_store(), retry=once) as first:
+        assert await call(first) == 200
+        (revoked,) = fake.issued_tokens
+        fake.revoke_all()
+        fake.fail_token(500)
+        with pytest.raises(TokenRequestError):
+            await call(first)
+    sent_before = len(fake.api_requests)
+    async with fake.client(token_store=make_store(), retry=once) as fresh:
+        assert await call(fresh) == 200
+    sent = [r.headers.get("authorization", "") for r in fake.api_requests[sent_before:]]
+    assert sent
+    assert not any(revoked in header for header in sent)
+    assert fake.token_count == 3  # the first fetch, the failed one, the fresh client's
+
+
 # -- sharing -------------------------------------------------------------------------------
+
+
+async def test_rejected_token_deleted_from_the_file_even_when_its_replacement_fails(
+    fake: FakeEntur, tmp_path: Path
+) -> None:
+    """After a 401 and a failed refetch, a fresh client does not send the rejected token."""
+    await revoked_token_is_not_reused(fake, lambda: FileTokenStore(tmp_path / "tokens.json"))
 
 
 async def test_clients_sharing_a_file_make_one_fetch(fake: FakeEntur, tmp_path: Path) -> None:
