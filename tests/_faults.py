@@ -269,7 +269,7 @@ FAULTS: list[Fault] = [
         "retry",
         scripted=_json(500, {"access_token": ECHOED_TOKEN, "echo": ECHOED_SECRET}),
     ),
-    # Raised at once: retrying would not help.
+    # Raised at once: retrying would not help (the 4xx ones are also remembered).
     Fault(
         "http-200-with-error",
         "fail",
