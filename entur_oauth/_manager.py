@@ -90,8 +90,12 @@ class TokenManager:
         self._flight: _Flight | None = None
         self._next_try_at: float = float("-inf")
         self._failures = 0
-        self._credentials_error: InvalidCredentialsError | None = None
-        self._credentials_error_until = float("-inf")
+        # A failure answered from memory until ``_cached_error_until``: rejected credentials
+        # and other 4xx (for credentials_error_ttl), or a fetch that gave up with a
+        # Retry-After (until then). Without it every call would hit the endpoint again.
+        self._cached_error: TokenRequestError | None = None
+        self._cached_error_until = float("-inf")
+        self._warned_no_refresher = False
         # The background refresher: its whole scope (to stop it) and its current nap (to
         # wake it when the token changes under it).
         self._refresher_scope: anyio.CancelScope | None = None
@@ -192,6 +196,8 @@ class TokenManager:
     async def _lead(self, *, advisory: bool) -> Token:
         flight = self._flight = _Flight()
         self.rounds += 1
+        if self.refresh.background and not self.background_running:
+            self._warn_no_refresher()
         if advisory and self.token is not None:
             logger.debug("token %s is in its refresh window; renewing it", self.token.fingerprint)
         try:
@@ -212,6 +218,19 @@ class TokenManager:
         finally:
             self._flight = None
             flight.done.set()
+
+    def _warn_no_refresher(self) -> None:
+        # The refresher starts only in ``async with client`` (in the client's own task group
+        # or the one passed as task_group=); without it background=True silently does
+        # nothing and every renewal makes requests wait, so say so, once.
+        if self._warned_no_refresher:
+            return
+        self._warned_no_refresher = True
+        logger.warning(
+            "RefreshPolicy(background=True), but no background refresher runs: it starts "
+            "only inside `async with client` (also with task_group=). Until then tokens are "
+            "renewed by requests, which may wait for them. Use `async with client`."
+        )
 
     def _install(self, token: Token) -> None:
         advisory, mandatory = self.refresh.windows(token.lifetime, self._rng)
@@ -242,14 +261,22 @@ class TokenManager:
             next_try = min(next_try, self._mandatory_at)
         self._next_try_at = next_try
         reason = str(exc) if isinstance(exc, TokenRequestError) else type(exc).__name__
+        token = self.token
         # Warn once per run of failures: the old token still serves, so this is not an
-        # error yet, and a warning per try would flood the log of a long outage.
-        log = logger.warning if self._failures == 1 else logger.debug
-        log(
-            "token refresh failed (%s); the current token keeps serving for %.0f s, "
-            "next try in %.0f s",
-            reason,
-            max(self._mandatory_at - now, 0.0),
+        # error yet, and a warning per try would flood the log of a long outage. The
+        # decision itself (with the token it concerns) is always logged at DEBUG.
+        if self._failures == 1:
+            logger.warning(
+                "token refresh failed (%s); the current token keeps serving for %.0f s, "
+                "next try in %.0f s",
+                reason,
+                max(self._mandatory_at - now, 0.0),
+                next_try - now,
+            )
+        logger.debug(
+            "renewal of token %s failed %d time(s) in a row; backing off %.1f s",
+            token.fingerprint if token is not None else None,
+            self._failures,
             next_try - now,
         )
 
@@ -332,15 +359,36 @@ class TokenManager:
         except Exception as exc:
             _store_warning("write", exc)
 
+    def _remember_failure(self, exc: TokenRequestError) -> None:
+        """Answer ``exc`` from memory for a while, if asking again soon cannot help."""
+        status = exc.status_code
+        if isinstance(exc, InvalidCredentialsError) or (
+            not exc.retryable and status is not None and 400 <= status < 500
+        ):
+            # A rejected client, a wrong token URL (404) or a WAF page (403) stays so until
+            # someone fixes the settings; a fleet asking each call would hammer the endpoint.
+            # A malformed 200 is not remembered: the next answer may well be fine.
+            ttl = self.retry.credentials_error_ttl
+        elif exc.retry_after is not None:
+            # The server said when to come back (429/503): nobody asks before then, also
+            # not the next call after this fetch gave up.
+            ttl = self.retry.retry_after_cap(exc.retry_after)
+        else:
+            return
+        self._cached_error = exc
+        self._cached_error_until = self.clock.monotonic() + ttl
+        logger.debug("token fetch failed (HTTP %s); answering from memory for %.0f s", status, ttl)
+
     async def _fetch_with_retries(self) -> Token:
         now = self.clock.monotonic()
-        if self._credentials_error is not None and now < self._credentials_error_until:
+        cached = self._cached_error
+        if cached is not None and now < self._cached_error_until:
             logger.debug(
-                "credentials were rejected %.0f s ago; not asking again for %.0f s",
-                now - (self._credentials_error_until - self.retry.credentials_error_ttl),
-                self._credentials_error_until - now,
+                "the token endpoint failed (HTTP %s) recently; not asking again for %.0f s",
+                cached.status_code,
+                self._cached_error_until - now,
             )
-            raise _copy_error(self._credentials_error)
+            raise _copy_error(cached)
         deadline = now + self.retry.total
         # A backstop for transports with no timeout of their own (an in-process app that
         # never answers). The fixed second lets httpx's own timeout, which starts only once
@@ -356,14 +404,8 @@ class TokenManager:
                 with anyio.fail_after(limit):
                     token = await self._fetch_once()
             except InvalidCredentialsError as exc:
-                logger.debug(
-                    "credentials rejected; not retrying, answering from memory for %.0f s",
-                    self.retry.credentials_error_ttl,
-                )
-                self._credentials_error = exc
-                self._credentials_error_until = (
-                    self.clock.monotonic() + self.retry.credentials_error_ttl
-                )
+                logger.debug("credentials rejected; not retrying")
+                self._remember_failure(exc)
                 raise
             except TimeoutError:
                 # The HTTP timeout should have fired first; this guards transports that
@@ -380,6 +422,7 @@ class TokenManager:
                 return token
             delay = self._retry_delay(failure, attempt, deadline)
             if delay is None:
+                self._remember_failure(failure)
                 raise _detached(failure)
             await self.clock.sleep(delay)
 

@@ -29,8 +29,11 @@ class RefreshPolicy:
         failure_backoff_min: After a failed refresh in the advisory window, wait at least
             this long (seconds) before trying again; the old token keeps serving.
         failure_backoff_max: ... doubling each time up to this.
-        background: Renew from a background task (needs ``async with client`` or a task
-            group passed to the client), so no request ever waits for a renewal.
+        background: Renew from a background task, so no request ever waits for a renewal.
+            The task starts only when the client is entered with ``async with client``;
+            ``task_group=`` chooses where it runs but does not start it. Without
+            ``async with`` nothing renews in the background (a warning is logged at the
+            first fetch) and requests renew the token as with ``background=False``.
     """
 
     advisory_fraction: float = 0.1
@@ -77,15 +80,19 @@ class RetryPolicy:
 
     Retried: HTTP 408, 429, 500, 502, 503, 504, connection errors, timeouts and the OAuth
     errors ``server_error``/``temporarily_unavailable``. Never retried: a rejected client
-    (:class:`InvalidCredentialsError`), which is instead remembered for
-    ``credentials_error_ttl`` seconds so a misconfigured fleet does not hammer the endpoint.
+    (:class:`InvalidCredentialsError`, also any 401 from the token endpoint) and other 4xx
+    answers, which are instead remembered for ``credentials_error_ttl`` seconds so a
+    misconfigured fleet does not hammer the endpoint. A fetch that gives up after a 429/503
+    with ``Retry-After`` (or ``x-ratelimit-reset``) is remembered until that time (capped by
+    the larger of ``backoff_max`` and ``total``): no call asks the endpoint before then.
 
     Args:
         attempts: Requests per fetch, the first included.
         backoff_base: First delay in seconds; doubles per attempt ("full jitter").
         backoff_max: Cap on one delay.
         total: Give up when the next delay would pass this many seconds since the start.
-        credentials_error_ttl: Seconds a rejected-credentials error is answered from memory.
+        credentials_error_ttl: Seconds a rejected-credentials error (or another 4xx from the
+            token endpoint) is answered from memory.
         timeout: Seconds one token request may take (connect, read, write, pool).
     """
 
@@ -112,9 +119,17 @@ class RetryPolicy:
         doubling = 2.0 ** min(max(attempt - 1, 0), 40)
         delay = rng.uniform(0, min(self.backoff_base * doubling, self.backoff_max))
         if retry_after is not None:
-            # The server knows best when it will answer again; backoff_max still bounds it.
-            delay = max(delay, min(retry_after, max(self.backoff_max, self.total)))
+            # The server knows best when it will answer again; the cap still bounds it.
+            delay = max(delay, self.retry_after_cap(retry_after))
         return delay
+
+    def retry_after_cap(self, retry_after: float) -> float:
+        """``retry_after`` bounded by the larger of ``backoff_max`` and ``total``.
+
+        A server asking for a day must not stall the client for a day; this bounds both
+        the wait before a retry and how long a fetch that gave up is answered from memory.
+        """
+        return min(retry_after, max(self.backoff_max, self.total))
 
 
 def _require_finite(policy: RefreshPolicy | RetryPolicy) -> None:

@@ -316,8 +316,19 @@ def parse_token_response(
     if not 200 <= status < 300 or error is not None:
         if error is not None:
             raise _error_from_oauth(status, error, description, retry_after, where)
-        retryable = is_retryable_status(status)
         snippet = _body_snippet(body, payload, redact)
+        if status == 401:
+            # RFC 6749 section 5.2: a client that failed to authenticate gets 401. Some
+            # gateways answer it with an empty, text or HTML body and no OAuth ``error``;
+            # it still means the client was rejected, not that waiting would help.
+            raise InvalidCredentialsError(
+                f"{where} rejected the client (HTTP 401, {content_type}: {snippet!r}). Check "
+                "ENTUR_CLIENT_ID and ENTUR_CLIENT_SECRET, and that the client was created in "
+                "this environment (production, staging and dev have separate clients).",
+                status_code=status,
+                retry_after=retry_after,
+            )
+        retryable = is_retryable_status(status)
         advice = (
             "this is usually temporary; it is retried automatically"
             if retryable

@@ -23,8 +23,10 @@ from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
 
 #: What the client does with a fault: ``retry`` (retried; the request then succeeds),
 #: ``fail`` (raised at once as a TokenRequestError, not retried), ``credentials``
-#: (InvalidCredentialsError, never retried, cached), ``ok`` (a quirk that is accepted).
-Outcome = Literal["retry", "fail", "credentials", "ok"]
+#: (InvalidCredentialsError, never retried, cached), ``cached`` (a non-retryable 4xx:
+#: raised as a TokenRequestError, not retried, answered from memory for
+#: credentials_error_ttl), ``ok`` (a quirk that is accepted).
+Outcome = Literal["retry", "fail", "credentials", "cached", "ok"]
 
 #: Token requests are recognised by path, wherever the fake is served.
 TOKEN_PATH = FakeEntur.TOKEN_PATH
@@ -267,14 +269,14 @@ FAULTS: list[Fault] = [
         "retry",
         scripted=_json(500, {"access_token": ECHOED_TOKEN, "echo": ECHOED_SECRET}),
     ),
-    # Raised at once: retrying would not help.
+    # Raised at once: retrying would not help (the 4xx ones are also remembered).
     Fault(
         "http-200-with-error",
         "fail",
         scripted=_json(200, {"error": "invalid_request", "error_description": ECHOED_SECRET}),
     ),
-    Fault("html-403-waf-page", "fail", scripted=_body(403, _WAF_PAGE, "text/html")),
-    Fault("plain-404", "fail", scripted=_body(404, "Not Found", "text/plain")),
+    Fault("html-403-waf-page", "cached", scripted=_body(403, _WAF_PAGE, "text/html")),
+    Fault("plain-404", "cached", scripted=_body(404, "Not Found", "text/plain")),
     Fault("body-over-1-mib", "fail", handler=endless_body),
     Fault("access-token-missing", "fail", scripted=_json(200, _TOKEN_200)),
     Fault("access-token-empty", "fail", scripted=_json(200, {**_TOKEN_200, "access_token": ""})),
@@ -305,10 +307,17 @@ FAULTS: list[Fault] = [
     ),
     Fault(
         "oauth-invalid_request",
-        "fail",
+        "cached",
         scripted=_json(400, {"error": "invalid_request", "error_description": "Bad audience"}),
     ),
     # The client is rejected: never retried, remembered for a while.
+    Fault("credentials-401-empty", "credentials", scripted=_body(401, "", "")),
+    Fault(
+        "credentials-401-plain",
+        "credentials",
+        scripted=_body(401, "Unauthorized " + ECHOED_SECRET, "text/plain"),
+    ),
+    Fault("credentials-401-html", "credentials", scripted=_body(401, _WAF_PAGE, "text/html")),
     Fault(
         "credentials-401-access_denied",
         "credentials",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from entur_oauth import (
     EnturClient,
+    InvalidCredentialsError,
     MemoryTokenStore,
     RefreshPolicy,
     RetryPolicy,
@@ -389,6 +391,107 @@ async def test_stop_refresher_ends_the_refresher(clock: FakeClock) -> None:
             assert manager.background_running
             manager.stop_refresher()
     assert not manager.background_running
+
+
+async def test_background_without_async_with_warns_once_what_to_do(
+    entur: FakeEntur, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """background=True (even with task_group=) on a client never entered with ``async
+    with``: no refresher runs. The first fetch says so in one WARNING naming the fix;
+    later fetches do not repeat it."""
+    caplog.set_level(logging.DEBUG, logger="entur_oauth")
+    async with anyio.create_task_group() as tg:
+        client = entur.client(clock=clock, refresh=RefreshPolicy(background=True), task_group=tg)
+        try:
+            manager = _manager(client)
+            assert (await client.get("/x")).status_code == 200
+            assert not manager.background_running
+            clock.advance(manager.advisory_at - clock.monotonic() + 1)
+            assert (await client.get("/x")).status_code == 200  # renewed by the request
+            assert entur.token_count == 2
+        finally:
+            await client.aclose()
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1
+    assert "no background refresher runs" in warnings[0].getMessage()
+    assert "async with client" in warnings[0].getMessage()
+
+
+async def test_background_with_async_with_does_not_warn(
+    entur: FakeEntur, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``async with client`` the refresher runs before the first fetch: no warning."""
+    caplog.set_level(logging.DEBUG, logger="entur_oauth")
+    async with _client(entur, clock, refresh=RefreshPolicy(background=True)) as (client, _):
+        assert (await client.get("/x")).status_code == 200
+    assert _warnings(caplog) == []
+
+
+# -- the decisions are logged at DEBUG --------------------------------------------------
+
+
+def _debug(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "entur_oauth" and r.levelno == logging.DEBUG and text in r.getMessage()
+    ]
+
+
+async def test_each_decision_is_logged_at_debug_with_fingerprints_never_tokens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fetch, retry (with its delay), entering the advisory window, back-off after a failed
+    renewal, invalidation after an API 401 and a credentials-cache hit each leave a DEBUG
+    record on "entur_oauth"; those about a token name its fingerprint, none its text."""
+    caplog.set_level(logging.DEBUG, logger="entur_oauth")
+    clock = FakeClock(autojump=True)
+    entur = FakeEntur(clock=clock)
+    transport = FaultTransport(entur.transport())
+    retry = RetryPolicy(attempts=2)
+    async with _client(entur, clock, transport=transport, retry=retry) as (client, manager):
+        # A fetch, and a retry after one 503.
+        entur.fail_token(503)
+        await client.get("/x")
+        first = manager.token
+        assert first is not None
+        assert _debug(caplog, "fetching a token (attempt 1 of 2)")
+        assert _debug(caplog, "fetching a token (attempt 2 of 2)")
+        (retried,) = _debug(caplog, "retry 2 in ")
+        assert re.search(r"retry 2 in \d+\.\d\d s", retried)
+        assert _debug(caplog, f"fetched token {first.fingerprint}")
+        # The advisory window: a renewal that fails, then its back-off.
+        clock.advance(manager.advisory_at - clock.monotonic() + 1)
+        entur.fail_token(503, times=2)
+        await client.get("/x")
+        assert manager.token is first
+        assert _debug(caplog, f"token {first.fingerprint} is in its refresh window")
+        (backoff,) = _debug(caplog, f"renewal of token {first.fingerprint} failed 1 time")
+        assert re.search(r"backing off \d+\.\d s", backoff)
+        clock.advance(40)  # past the first back-off (30 s * up to 1.2)
+        await client.get("/x")
+        second = manager.token
+        assert second is not None
+        assert second is not first
+        assert _debug(caplog, f"fetched token {second.fingerprint}")
+        # The API rejects the token: it is dropped; the retry's fetch meets a rejected
+        # client, and the next call is answered from the credentials-error cache.
+        entur.revoke_all()
+        entur.fail_token(
+            ScriptedResponse(401, json={"error": "invalid_client", "error_description": "no"})
+        )
+        with pytest.raises(InvalidCredentialsError):
+            await client.get("/x")
+        assert _debug(caplog, f"token {second.fingerprint} rejected by the API")
+        requests = transport.token_requests
+        with pytest.raises(InvalidCredentialsError):
+            await client.get("/x")
+        assert transport.token_requests == requests
+        assert _debug(caplog, "not asking again")
+    assert len(transport.tokens_seen) == 2
+    for record in caplog.records:
+        for token in transport.tokens_seen:
+            assert token not in record.getMessage()
 
 
 # -- expiry --------------------------------------------------------------------------------

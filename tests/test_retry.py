@@ -87,7 +87,8 @@ async def test_retryable_fault_gives_up_after_the_attempts(
     fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
 ) -> None:
     """A fault that persists ends, after RetryPolicy.attempts requests, in a retryable
-    TokenRequestError; the next call fetches afresh and succeeds."""
+    TokenRequestError; the next call fetches afresh and succeeds (once any Retry-After
+    has passed: until then calls are answered from memory)."""
     fault.install(entur, transport, clock, times=3)
     async with _client(entur, transport, clock) as client:
         with pytest.raises(TokenRequestError) as caught:
@@ -95,6 +96,11 @@ async def test_retryable_fault_gives_up_after_the_attempts(
         assert type(caught.value) is TokenRequestError
         assert caught.value.retryable
         assert transport.token_requests == 3
+        if caught.value.retry_after:  # a date-based one may have passed by the last try
+            with pytest.raises(TokenRequestError):
+                await client.get("/x")
+            assert transport.token_requests == 3
+            clock.advance(caught.value.retry_after)
         assert (await client.get("/x")).status_code == 200
     assert transport.token_requests == 4
 
@@ -141,6 +147,72 @@ async def test_credentials_error_is_never_retried_and_is_cached_briefly(
         clock.advance(6)  # 31 s after the rejection
         assert (await client.get("/x")).status_code == 200
     assert transport.token_requests == 2
+
+
+@pytest.mark.parametrize("fault", by_outcome("cached"), ids=_ids(by_outcome("cached")))
+async def test_other_4xx_is_not_retried_and_is_cached_briefly(
+    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+) -> None:
+    """A 403 page, a 404 (wrong token URL) or an OAuth 400 does not heal by asking again:
+    20 calls within credentials_error_ttl make one token request; after it, a new one."""
+    fault.install(entur, transport, clock)
+    async with _client(entur, transport, clock, retry=RetryPolicy(credentials_error_ttl=30)) as c:
+        for _ in range(20):
+            with pytest.raises(TokenRequestError) as caught:
+                await c.get("/x")
+            assert type(caught.value) is TokenRequestError
+            assert not caught.value.retryable
+            clock.advance(1)
+        assert transport.token_requests == 1
+        clock.advance(11)  # 31 s after the failure
+        assert (await c.get("/x")).status_code == 200
+    assert transport.token_requests == 2
+
+
+class _Latency(httpx2.AsyncBaseTransport):
+    """Token requests take ``seconds`` of simulated time, as real ones take real time."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, clock: FakeClock, seconds: float) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.seconds = seconds
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == FakeEntur.TOKEN_PATH:
+            self.clock.advance(self.seconds)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        ScriptedResponse(429, headers={"retry-after": "60"}),
+        ScriptedResponse(503, headers={"retry-after": "86400"}),
+    ],
+    ids=["429-retry-after-60", "503-retry-after-a-day"],
+)
+async def test_retry_after_is_honoured_across_calls(
+    response: ScriptedResponse, entur: FakeEntur, clock: FakeClock
+) -> None:
+    """A fetch that gives up on a Retry-After longer than its budget is remembered until
+    then (capped at 30 s, the larger of backoff_max and total): many calls make one token
+    request per period, never one each; after the period a call fetches and succeeds.
+
+    Token requests take simulated time here: with zero-time requests a capped Retry-After
+    fits the budget exactly and the fetch would simply wait and retry."""
+    transport = FaultTransport(_Latency(entur.transport(), clock, 0.2))
+    entur.fail_token(response, times=2)
+    async with _client(entur, transport, clock) as client:
+        for period in (1, 2):
+            for _ in range(20):  # 20 calls over 28.5 s
+                with pytest.raises(TokenRequestError) as caught:
+                    await client.get("/x")
+                assert caught.value.status_code == response.status
+                clock.advance(1.5)
+            assert transport.token_requests == period
+            clock.advance(0.5)  # past the 30 s after the failed request
+        assert (await client.get("/x")).status_code == 200
+    assert transport.token_requests == 3
 
 
 @pytest.mark.parametrize("fault", by_outcome("ok"), ids=_ids(by_outcome("ok")))
@@ -199,7 +271,9 @@ async def test_huge_retry_after_is_capped(
     entur: FakeEntur, transport: FaultTransport, clock: FakeClock
 ) -> None:
     """Retry-After: 86400 does not stall the client for a day: the wait is capped by the
-    retry budget (RetryPolicy.total, 30 s)."""
+    retry budget (RetryPolicy.total, 30 s). Requests take no simulated time here, so the
+    capped wait fits the budget exactly; with latency the fetch gives up instead and the
+    error is remembered (test_retry_after_is_honoured_across_calls)."""
     entur.fail_token(ScriptedResponse(503, headers={"retry-after": "86400"}))
     async with _client(entur, transport, clock) as client:
         assert (await client.get("/x")).status_code == 200

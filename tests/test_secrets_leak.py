@@ -181,8 +181,8 @@ async def test_fault_matrix_leaks_no_secret_or_token(
             fault.install(fake, transport, clock, times=times)
             with leaks.expect(EnturError):
                 await client.get("/x")
-            if fault.outcome == "credentials":
-                clock.advance(31)  # past the credentials-error cache
+            # Past the remembered-error cache (credentials, 4xx, Retry-After cooldown).
+            clock.advance(61)
             # The client is usable after each one; and each leaves a token to look for.
             with leaks.expect(EnturError):
                 assert (await client.get("/x")).status_code == 200

@@ -282,6 +282,27 @@ def test_credentials_errors_are_invalid_credentials(error: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("", b""),
+        ("text/plain", b"Unauthorized"),
+        ("text/html", b"<html><body>401 Authorization Required</body></html>"),
+        ("application/json", b'{"message": "Unauthorized"}'),
+    ],
+)
+def test_401_without_an_oauth_error_is_invalid_credentials(content_type: str, body: bytes) -> None:
+    """RFC 6749 section 5.2: a client that failed to authenticate gets 401. Without an OAuth
+    ``error`` field (a gateway's empty, text or HTML answer) it is still a rejected client:
+    InvalidCredentialsError, never retried, with what to check; no secret in it."""
+    exc = _error(status=401, headers={"content-type": content_type}, body=body + SECRET.encode())
+    assert isinstance(exc, InvalidCredentialsError)
+    assert not exc.retryable
+    assert (exc.status_code, exc.error) == (401, None)
+    assert "ENTUR_CLIENT_SECRET" in str(exc)
+    assert SECRET not in str(exc)
+
+
+@pytest.mark.parametrize(
     ("status", "content_type", "body"),
     [
         (200, "text/html", b"<html><body>Log in to the guest Wi-Fi</body></html>"),
