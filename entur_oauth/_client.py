@@ -392,7 +392,11 @@ class EnturClient(AsyncOAuth2Client):
             bytes(content),
             sent_monotonic=sent_monotonic,
             sent_wall=sent_wall,
-            redact=(self.client_secret.reveal(),) if isinstance(self.client_secret, Secret) else (),
+            # Wrapped: parse_token_response keeps ``redact`` in a local of the frame that
+            # raises, and tools that capture locals (Sentry, pytest -l) print those.
+            redact=(_Unprintable(self.client_secret.reveal()),)
+            if isinstance(self.client_secret, Secret)
+            else (),
             truncated=truncated,
             where=f"The token endpoint {url}",
         )
@@ -626,6 +630,18 @@ _HTTPX_OPTIONS = frozenset(
         "default_encoding",
     }
 )
+
+
+class _Unprintable(str):
+    """A secret that works as its ``str`` (to find and blank it in a response body) but
+    shows as ``[redacted]`` in ``repr`` and ``str``, as a frame's captured locals do."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'[redacted]'"
+
+    __str__ = __repr__
 
 
 class _BearerAfter(httpx2.Auth):
