@@ -361,6 +361,20 @@ async def test_stream_retries_401_and_maps_403(fake: FakeEntur) -> None:
     assert fake.token_count == 2
 
 
+async def test_stream_retries_408_once_then_raises_session_timeout(fake: FakeEntur) -> None:
+    """client.stream: a 408 gets one retry with a new token; a second 408 is raised."""
+    fake.fail_api(408, times=2)
+    async with fake.client() as client:
+        with pytest.raises(SessionTimeoutError, match="even after one retry") as info:
+            async with client.stream("GET", "/x"):
+                pass
+    assert info.value.response.status_code == 408
+    assert "authorization" not in info.value.request.headers
+    assert fake.token_count == 2
+    first, second = (r.headers["authorization"] for r in fake.api_requests)
+    assert first != second  # the retry carried the freshly fetched token
+
+
 async def test_open_client_maps_api_statuses(fake: FakeEntur) -> None:
     """An open-API client also raises Entur's errors for 401/403 from the API host."""
     async with fake.client(credentials=False) as client:
