@@ -555,16 +555,30 @@ class EnturClient(AsyncOAuth2Client):
         message = template.format(url=url, env=self.environment.name, detail=detail)
         raise error_class(message, request=request, response=response)
 
-    def _check_loop(self, loop: object | None = None) -> None:
+    def _check_loop(self, loop: object | None = None, *, closing: bool = False) -> None:
         loop = current_loop() if loop is None else loop
         if self._loop is None:
             self._loop = loop
         elif loop is not self._loop:
+            advice = (
+                "Close it in the event loop that used it (async with EnturClient(...) inside "
+                "the function you pass to anyio.run)."
+                if closing
+                else "Create one client per event loop, e.g. inside the function you pass to "
+                "anyio.run."
+            )
             raise EventLoopError(
                 "This EnturClient was first used in another event loop (or another "
-                "anyio.run); a client and its connections belong to one event loop. Create "
-                "one client per event loop, e.g. inside the function you pass to anyio.run."
+                "anyio.run); a client and its connections belong to one event loop. " + advice
             )
+
+    def _check_closing_loop(self) -> None:
+        # Pooled connections can only be closed by the loop that opened them: an asyncio
+        # transport needs its (by now usually closed) loop, a trio socket needs trio. Left
+        # to httpcore2, that fails deep inside it ("Event loop is closed", "must be called
+        # from async context") and half-closes the pool; refuse before touching anything.
+        if self._loop is not None and current_loop() is not self._loop:
+            self._check_loop(closing=True)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -594,7 +608,17 @@ class EnturClient(AsyncOAuth2Client):
                 stack, self._exit_stack = self._exit_stack, None
                 await stack.aclose()
         finally:
+            self._check_closing_loop()
             await super().__aexit__(exc_type, exc_value, traceback)
+
+    async def aclose(self) -> None:
+        """Close the connections (see ``httpx2.AsyncClient.aclose``).
+
+        Raises:
+            EventLoopError: Called from another event loop than the one that used the client.
+        """
+        self._check_closing_loop()
+        await super().aclose()
 
     def __repr__(self) -> str:
         kind = f"client_id={self.client_id!r}" if self._manager else "open API"
