@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 from entur_oauth import ClientNameWarning, ConfigurationError, EnturClient, Environment
+from entur_oauth.testing import FakeEntur
 
 CREDS = {
     "ENTUR_CLIENT_ID": "id-123",
@@ -137,5 +138,6 @@ def test_client_name_warning_points_at_the_users_line(monkeypatch: pytest.Monkey
         warnings.simplefilter("always")
         EnturClient(client_name="AcmeApp")
         EnturClient.from_env(client_name="AcmeApp")
-    assert [w.category for w in caught] == [ClientNameWarning] * 2
-    assert [w.filename for w in caught] == [__file__] * 2
+        FakeEntur().client(client_name="AcmeApp")
+    assert [w.category for w in caught] == [ClientNameWarning] * 3
+    assert [w.filename for w in caught] == [__file__] * 3
