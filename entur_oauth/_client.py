@@ -657,15 +657,14 @@ _HTTPX_OPTIONS = frozenset(
 
 
 class _Unprintable(str):
-    """A secret that works as its ``str`` (to find and blank it in a response body) but
-    shows as ``[redacted]`` in ``repr`` and ``str``, as a frame's captured locals do."""
+    """A secret that works as a ``str`` (to find and blank it in a response body) but shows
+    as ``'[redacted]'`` in ``repr``, which is what captured frame locals print."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
+        # Only repr: str() must stay the value, as the redaction code may call it.
         return "'[redacted]'"
-
-    __str__ = __repr__
 
 
 class _BearerAfter(httpx2.Auth):
