@@ -455,7 +455,9 @@ class _SigningAuth(httpx2.Auth):
     def __init__(self) -> None:
         self.calls = 0
 
-    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response]:
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
         self.calls += 1
         request.headers["X-Signature"] = "signed"
         request.headers["Authorization"] = "Basic dXNlcjpwYXNz"
