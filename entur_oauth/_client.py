@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, Self
@@ -189,6 +189,10 @@ class EnturClient(AsyncOAuth2Client):
         headers = httpx2.Headers(httpx_options.pop("headers", None))
         headers["ET-Client-Name"] = name
         httpx_options.setdefault("base_url", env.api_base_url)
+        # authlib hands httpx2 only the options it lists, and these two are not among them
+        # (they would end up, unused, in self.metadata): set through httpx2's setters below.
+        params = httpx_options.pop("params", None)
+        user_auth = httpx_options.pop("auth", None)
 
         super().__init__(
             client_id=client_id,
@@ -199,6 +203,10 @@ class EnturClient(AsyncOAuth2Client):
             headers=headers,
             **httpx_options,
         )
+        if params is not None:
+            self.params = params
+        if user_auth is not None:
+            self.auth = user_auth
         self.environment = env
         self.client_name = name
         self._clock: Clock = clock or SystemClock()
@@ -343,6 +351,10 @@ class EnturClient(AsyncOAuth2Client):
             headers=headers,
             timeout=manager.retry.timeout,
         )
+        if self.params:
+            # The client's params are meant for API calls: the token endpoint (another
+            # host, our own request) gets its URL exactly as configured.
+            request.url = httpx2.URL(url)
         clock = manager.clock
         sent_monotonic, sent_wall = clock.monotonic(), clock.time()
         # httpx2.AsyncClient.send directly: token requests never get a bearer or API mapping.
@@ -380,7 +392,11 @@ class EnturClient(AsyncOAuth2Client):
             bytes(content),
             sent_monotonic=sent_monotonic,
             sent_wall=sent_wall,
-            redact=(self.client_secret.reveal(),) if isinstance(self.client_secret, Secret) else (),
+            # Wrapped: parse_token_response keeps ``redact`` in a local of the frame that
+            # raises, and tools that capture locals (Sentry, pytest -l) print those.
+            redact=(_Unprintable(self.client_secret.reveal()),)
+            if isinstance(self.client_secret, Secret)
+            else (),
             truncated=truncated,
             where=f"The token endpoint {url}",
         )
@@ -466,7 +482,11 @@ class EnturClient(AsyncOAuth2Client):
             token = await manager.get()
         request.headers["Authorization"] = token.authorization
         response = await _httpx_send(
-            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            self,
+            request,
+            stream=stream,
+            auth=self._auth_for(token),
+            follow_redirects=follow_redirects,
         )
         # One lookup on the common path; 401, 403 and 408 are all keys of _STATUS_MESSAGES.
         if response.status_code not in _STATUS_MESSAGES:
@@ -482,11 +502,29 @@ class EnturClient(AsyncOAuth2Client):
                 token = await manager.get()
                 request.headers["Authorization"] = token.authorization
                 response = await _httpx_send(
-                    self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+                    self,
+                    request,
+                    stream=stream,
+                    auth=self._auth_for(token),
+                    follow_redirects=follow_redirects,
                 )
             else:
                 detail = _NOT_REPLAYABLE_DETAIL
         return await self._raise_for_entur_status(request, response, stream, detail)
+
+    def _auth_for(self, token: Token) -> httpx2.Auth | Any:
+        """Return the auth for a request to the API that carries ``token``.
+
+        A client-level ``auth=`` still runs on API requests (it may add a signature or a
+        header of its own), but the bearer is what Entur checks: it is set again on every
+        request the user's flow yields, so a flow that writes Authorization cannot replace
+        it (nor make us drop a good token on the 401 that would follow). Without a client
+        auth this is httpx2's default, at no cost.
+        """
+        user_auth = self.auth
+        if user_auth is None:
+            return _USE_DEFAULT
+        return _BearerAfter(user_auth, token.authorization)
 
     def _in_scope(self, url: httpx2.URL) -> bool:
         """Tell whether ``url`` is on a host that receives the token (the API's own)."""
@@ -517,16 +555,30 @@ class EnturClient(AsyncOAuth2Client):
         message = template.format(url=url, env=self.environment.name, detail=detail)
         raise error_class(message, request=request, response=response)
 
-    def _check_loop(self, loop: object | None = None) -> None:
+    def _check_loop(self, loop: object | None = None, *, closing: bool = False) -> None:
         loop = current_loop() if loop is None else loop
         if self._loop is None:
             self._loop = loop
         elif loop is not self._loop:
+            advice = (
+                "Close it in the event loop that used it (async with EnturClient(...) inside "
+                "the function you pass to anyio.run)."
+                if closing
+                else "Create one client per event loop, e.g. inside the function you pass to "
+                "anyio.run."
+            )
             raise EventLoopError(
                 "This EnturClient was first used in another event loop (or another "
-                "anyio.run); a client and its connections belong to one event loop. Create "
-                "one client per event loop, e.g. inside the function you pass to anyio.run."
+                "anyio.run); a client and its connections belong to one event loop. " + advice
             )
+
+    def _check_closing_loop(self) -> None:
+        # Pooled connections can only be closed by the loop that opened them: an asyncio
+        # transport needs its (by now usually closed) loop, a trio socket needs trio. Left
+        # to httpcore2, that fails deep inside it ("Event loop is closed", "must be called
+        # from async context") and half-closes the pool; refuse before touching anything.
+        if self._loop is not None and current_loop() is not self._loop:
+            self._check_loop(closing=True)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -556,7 +608,17 @@ class EnturClient(AsyncOAuth2Client):
                 stack, self._exit_stack = self._exit_stack, None
                 await stack.aclose()
         finally:
+            self._check_closing_loop()
             await super().__aexit__(exc_type, exc_value, traceback)
+
+    async def aclose(self) -> None:
+        """Close the connections (see ``httpx2.AsyncClient.aclose``).
+
+        Raises:
+            EventLoopError: Called from another event loop than the one that used the client.
+        """
+        self._check_closing_loop()
+        await super().aclose()
 
     def __repr__(self) -> str:
         kind = f"client_id={self.client_id!r}" if self._manager else "open API"
@@ -592,6 +654,47 @@ _HTTPX_OPTIONS = frozenset(
         "default_encoding",
     }
 )
+
+
+class _Unprintable(str):
+    """A secret that works as a ``str`` (to find and blank it in a response body) but shows
+    as ``'[redacted]'`` in ``repr``, which is what captured frame locals print."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        # Only repr: str() must stay the value, as the redaction code may call it.
+        return "'[redacted]'"
+
+
+class _BearerAfter(httpx2.Auth):
+    """Run the user's auth flow, then put the bearer on each request it yields."""
+
+    def __init__(self, inner: httpx2.Auth, authorization: str) -> None:
+        self._inner = inner
+        self._authorization = authorization
+
+    def __repr__(self) -> str:
+        # Never the token: an auth object can end up in a log or a traceback.
+        return f"<_BearerAfter {self._inner!r} Authorization=[redacted]>"
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        # The inner flow's own async_auth_flow, so it still reads request/response bodies
+        # when it says it needs them (requires_request_body/requires_response_body).
+        flow = self._inner.async_auth_flow(request)
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                outgoing.headers["Authorization"] = self._authorization
+                response = yield outgoing
+                try:
+                    outgoing = await flow.asend(response)
+                except StopAsyncIteration:
+                    return
+        finally:
+            await flow.aclose()
 
 
 def _replayable(stream: object) -> bool:

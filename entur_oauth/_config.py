@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,9 +52,28 @@ def validate_client_name(name: object) -> str:
             f"ET-Client-Name {name!r} is not of the form '<company>-<application>' in lower "
             "case (e.g. 'acme-journeyplanner'); Entur may throttle unidentified clients.",
             ClientNameWarning,
-            stacklevel=4,
+            stacklevel=_user_stacklevel(),
         )
     return name
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """Return the ``stacklevel`` that makes a warning raised by our caller name the user's line.
+
+    The caller is reached through a varying number of our own frames (``EnturClient(...)``,
+    ``EnturClient.from_env(...)``, ``FakeEntur.client(...)``), so no fixed number fits them
+    all: count our frames instead, as ``warnings.warn(skip_file_prefixes=...)`` does on
+    Python 3.12+.
+    """
+    level = 1  # as warnings.warn counts, 1 is the frame calling warnings.warn
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _builtin_or_none(name: str) -> Environment | None:

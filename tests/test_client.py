@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 
 import anyio
 import httpx2
@@ -361,6 +361,20 @@ async def test_stream_retries_401_and_maps_403(fake: FakeEntur) -> None:
     assert fake.token_count == 2
 
 
+async def test_stream_retries_408_once_then_raises_session_timeout(fake: FakeEntur) -> None:
+    """client.stream: a 408 gets one retry with a new token; a second 408 is raised."""
+    fake.fail_api(408, times=2)
+    async with fake.client() as client:
+        with pytest.raises(SessionTimeoutError, match="even after one retry") as info:
+            async with client.stream("GET", "/x"):
+                pass
+    assert info.value.response.status_code == 408
+    assert "authorization" not in info.value.request.headers
+    assert fake.token_count == 2
+    first, second = (r.headers["authorization"] for r in fake.api_requests)
+    assert first != second  # the retry carried the freshly fetched token
+
+
 async def test_open_client_maps_api_statuses(fake: FakeEntur) -> None:
     """An open-API client also raises Entur's errors for 401/403 from the API host."""
     async with fake.client(credentials=False) as client:
@@ -435,17 +449,63 @@ async def test_client_stays_usable_after_token_failure(fake: FakeEntur) -> None:
 # -- httpx options --------------------------------------------------------------------------
 
 
+class _SigningAuth(httpx2.Auth):
+    """A user's auth flow that adds a header of its own and also writes Authorization."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        self.calls += 1
+        request.headers["X-Signature"] = "signed"
+        request.headers["Authorization"] = "Basic dXNlcjpwYXNz"
+        yield request
+
+
 async def test_httpx_options_pass_through(fake: FakeEntur) -> None:
-    """event_hooks, timeout and base_url reach httpx2."""
+    """event_hooks, timeout, params and auth reach httpx2."""
     seen: list[str] = []
 
     async def hook(request: httpx2.Request) -> None:
         seen.append(request.url.path)
 
-    async with fake.client(event_hooks={"request": [hook]}, timeout=3.5) as client:
+    auth = _SigningAuth()
+    async with fake.client(
+        event_hooks={"request": [hook]}, timeout=3.5, params={"lang": "no"}, auth=auth
+    ) as client:
+        response = await client.get("/x", params={"q": "1"})
+        fake.revoke_all()  # the retry after a 401 goes through the user's flow too
         await client.get("/x")
     assert client.timeout.read == 3.5
-    assert seen == ["/oauth/token", "/x"]
+    assert seen == ["/oauth/token", "/x", "/x", "/oauth/token", "/x"]
+    assert not {"params", "auth"} & set(client.metadata)
+    for api_request in fake.api_requests:
+        assert api_request.params["lang"] == "no"
+        assert api_request.headers["x-signature"] == "signed"
+    assert fake.api_requests[0].params == {"lang": "no", "q": "1"}
+    assert auth.calls == 3
+    # The user's flow ran, but Entur still got the bearer: the API accepted the token.
+    assert response.json()["authenticated"] is True
+    assert fake.api_requests[-1].headers["authorization"].startswith("Bearer ")
+    # Both options are for API calls: the token request is ours and gets neither.
+    for token_request in fake.token_requests:
+        assert token_request.query == ""
+        assert "x-signature" not in token_request.headers
+
+
+async def test_client_auth_runs_alone_where_no_bearer_goes(fake: FakeEntur) -> None:
+    """Off the API hosts, and with withhold_token, a client-level auth works as in httpx2."""
+    seen: list[httpx2.Request] = []
+    async with fake.client(
+        transport=_recording_transport(fake, seen), auth=_SigningAuth()
+    ) as client:
+        await client.get("https://example.org/x")
+        await client.request("GET", "/geocoder/x", withhold_token=True)
+    assert seen[0].headers["authorization"] == "Basic dXNlcjpwYXNz"
+    assert "authorization" not in seen[1].headers  # withhold_token: auth=None, no flow at all
+    assert fake.token_count == 0
 
 
 async def test_base_url_can_be_overridden(fake: FakeEntur) -> None:

@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 from entur_oauth import ClientNameWarning, ConfigurationError, EnturClient, Environment
+from entur_oauth.testing import FakeEntur
 
 CREDS = {
     "ENTUR_CLIENT_ID": "id-123",
@@ -127,3 +128,16 @@ def test_token_store_must_be_a_store() -> None:
     """A token_store that lacks the protocol's methods is refused at construction."""
     with pytest.raises(ConfigurationError, match="TokenStore"):
         EnturClient("id", "secret", client_name="acme-app", token_store=object())  # type: ignore[arg-type]
+
+
+def test_client_name_warning_points_at_the_users_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning names the line that built the client, however it was built."""
+    for key, value in CREDS.items():
+        monkeypatch.setenv(key, value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        EnturClient(client_name="AcmeApp")
+        EnturClient.from_env(client_name="AcmeApp")
+        FakeEntur().client(client_name="AcmeApp")
+    assert [w.category for w in caught] == [ClientNameWarning] * 3
+    assert [w.filename for w in caught] == [__file__] * 3

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
 import textwrap
+import traceback
 
 import pytest
 
-from entur_oauth import EnturClient, Secret
-from entur_oauth.testing import FakeEntur
+import entur_oauth
+from entur_oauth import (
+    EnturClient,
+    InvalidCredentialsError,
+    RetryPolicy,
+    Secret,
+    TokenRequestError,
+)
+from entur_oauth.testing import FakeEntur, ScriptedResponse
 
 pytestmark = pytest.mark.anyio
 
@@ -97,3 +106,60 @@ def test_client_secret_attribute_is_not_plain_text() -> None:
     client = EnturClient("id", SENTINEL_SECRET, client_name="acme-app")
     assert isinstance(client.client_secret, Secret)
     assert SENTINEL_SECRET not in repr(vars(client))
+
+
+def _entur_frame_locals(error: BaseException) -> str:
+    """Return the locals of entur_oauth's frames on the traceback of ``error`` and of every
+    exception chained to it, as a tool that captures locals (Sentry, ``pytest -l``) shows
+    them, plus each exception's message."""
+    package = os.path.dirname(entur_oauth.__file__) + os.sep
+    texts: list[str] = []
+    pending: list[traceback.TracebackException | None] = [
+        traceback.TracebackException(type(error), error, error.__traceback__, capture_locals=True)
+    ]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts.append("".join(current.format_exception_only()))
+        frames = [f for f in current.stack if f.filename.startswith(package)]
+        texts += [f"{f.name}: {f.locals}" for f in frames]
+        pending += [current.__cause__, current.__context__]
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (None, InvalidCredentialsError),  # the fake rejects the (wrong) secret: 401
+        (ScriptedResponse(500, body=b"Internal Server Error"), TokenRequestError),
+    ],
+)
+async def test_secret_is_not_in_captured_frame_locals(
+    script: ScriptedResponse | None, expected: type[TokenRequestError]
+) -> None:
+    """A failed token request leaves the secret in no local of our frames on its traceback."""
+    fake = FakeEntur()
+    if script is not None:
+        fake.fail_token(script)
+    async with fake.client(client_secret=SENTINEL_SECRET, retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(expected) as info:
+            await client.get("/x")
+    text = _entur_frame_locals(info.value)
+    assert "parse_token_response" in text  # the frame that held the secret is looked at
+    assert SENTINEL_SECRET not in text
+
+
+async def test_secret_echoed_by_the_token_endpoint_is_still_redacted() -> None:
+    """The wrapped secret is still found and blanked in a body that echoes it, escaped or not."""
+    echo = f'{{"message": "bad request {SENTINEL_SECRET}", "q": "{SENTINEL_SECRET}%2F"}}'
+    fake = FakeEntur()
+    fake.fail_token(
+        ScriptedResponse(500, body=echo.encode(), headers={"content-type": "text/plain"})
+    )
+    async with fake.client(client_secret=SENTINEL_SECRET, retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(TokenRequestError, match="redacted") as info:
+            await client.get("/x")
+    assert SENTINEL_SECRET not in str(info.value)
