@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -34,7 +34,8 @@ import anyio
 import httpx2
 
 from ._client import EnturClient
-from ._config import EnvSettings, read_env
+from ._config import EnvSettings, read_env, validate_client_name
+from ._environments import get_environment
 from ._errors import (
     APIError,
     ConfigurationError,
@@ -174,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or token endpoint failure, 5 API error. Start with: entur-oauth demo",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     token = commands.add_parser(
         "token",
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Stop it with Ctrl+C.",
     )
     fake_server.add_argument(
-        "--port", type=int, default=8765, help="port to listen on; 0 picks a free one (8765)"
+        "--port", type=_port, default=8765, help="port to listen on; 0 picks a free one (8765)"
     )
     fake_server.add_argument(
         "--host", default="127.0.0.1", help="loopback address to listen on (127.0.0.1)"
@@ -286,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(value: str) -> int:
+    """An argparse type: a TCP port number, 0 to 65535."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a port number: give 0 to 65535 (0 picks a free one)"
+        )
+    return port
+
+
 def _server_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
@@ -309,7 +323,16 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``entur-oauth`` with ``argv`` (default: the process arguments); return the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        print(parser.format_usage(), end="", file=sys.stderr)
+        print(
+            "entur-oauth: no command given. Start with 'entur-oauth demo' (no credentials "
+            "needed), or see 'entur-oauth --help' for every command.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     redactor = _Redactor()
     with warnings.catch_warnings(), _verbose_logging(args.verbose, redactor):
         # A ClientNameWarning (and any other) as one readable line, not a source excerpt.
@@ -343,10 +366,7 @@ def _report(exc: BaseException, redactor: _Redactor) -> int:
         code, what, hint = leaf.code, str(leaf), leaf.hint
     elif isinstance(leaf, ConfigurationError):
         code, what = EXIT_CONFIG, f"configuration error: {leaf}"
-        hint = (
-            "Set ENTUR_CLIENT_ID, ENTUR_CLIENT_SECRET (or --client-secret-file) and "
-            "ENTUR_CLIENT_NAME; see 'entur-oauth --help'."
-        )
+        hint = _CREDENTIALS_HINT
     elif isinstance(leaf, InvalidCredentialsError):
         code, what = EXIT_CREDENTIALS, f"credentials rejected: {leaf}"
         hint = "Run 'entur-oauth check' after fixing them; --environment picks the environment."
@@ -439,6 +459,22 @@ def _verbose_logging(enabled: bool, redactor: _Redactor) -> Iterator[None]:
 # -- configuration -------------------------------------------------------------------------
 
 
+_CUSTOM_VARIABLES = ("ENTUR_TOKEN_URL", "ENTUR_AUDIENCE", "ENTUR_API_BASE_URL")
+_BUILTIN_NAMES = "production|staging|dev"
+_CREDENTIALS_HINT = (
+    "Set ENTUR_CLIENT_ID, ENTUR_CLIENT_SECRET (or --client-secret-file) and "
+    "ENTUR_CLIENT_NAME; see 'entur-oauth --help'."
+)
+_ENVIRONMENT_HINT = (
+    f"use --environment {_BUILTIN_NAMES}, or set ENTUR_TOKEN_URL, ENTUR_AUDIENCE and "
+    "ENTUR_API_BASE_URL to define a custom one."
+)
+
+
+def _config_error(message: str, hint: str) -> CommandError:
+    return CommandError(EXIT_CONFIG, f"configuration error: {message}", hint)
+
+
 def _settings(
     args: argparse.Namespace, redactor: _Redactor, *, require_credentials: bool = True
 ) -> EnvSettings:
@@ -446,13 +482,85 @@ def _settings(
     environ = dict(os.environ)
     if getattr(args, "environment", None):
         environ["ENTUR_ENVIRONMENT"] = args.environment
+        if _is_builtin(args.environment):
+            # An explicit built-in name wins over a custom environment from the variables:
+            # '--environment staging' talks to staging, not to wherever ENTUR_TOKEN_URL says.
+            ignored = [name for name in _CUSTOM_VARIABLES if environ.pop(name, "").strip()]
+            if ignored:
+                print(
+                    f"entur-oauth: warning: --environment {args.environment} uses Entur's "
+                    f"{args.environment.strip().lower()} URLs; ignoring {', '.join(ignored)}.",
+                    file=sys.stderr,
+                )
     if getattr(args, "client_name", None):
         environ["ENTUR_CLIENT_NAME"] = args.client_name
     secret_file: Path | None = getattr(args, "client_secret_file", None)
     if secret_file is not None:
         environ["ENTUR_CLIENT_SECRET"] = _read_secret_file(secret_file)
     redactor.add(environ.get("ENTUR_CLIENT_SECRET", "").strip())
-    return read_env(environ, require_credentials=require_credentials)
+    _check_environment(environ)
+    try:
+        settings = read_env(environ, require_credentials=require_credentials)
+    except ConfigurationError as exc:
+        raise _config_error(str(exc), _CREDENTIALS_HINT) from None
+    if settings.client_name is not None:
+        try:
+            with warnings.catch_warnings():
+                # Only the error here: EnturClient warns about the name's form itself.
+                warnings.simplefilter("ignore")
+                validate_client_name(settings.client_name)
+        except ConfigurationError as exc:
+            raise _config_error(
+                str(exc),
+                "Set ENTUR_CLIENT_NAME (or --client-name) to '<company>-<application>' in "
+                "visible ASCII, e.g. acme-journeyplanner.",
+            ) from None
+    return settings
+
+
+def _is_builtin(name: str) -> bool:
+    try:
+        get_environment(name)
+    except ConfigurationError:
+        return False
+    return True
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Raise a configuration error with a fitting hint if the environment is not usable."""
+    name = environ.get("ENTUR_ENVIRONMENT", "").strip() or "production"
+    custom = {k: environ.get(k, "").strip() for k in _CUSTOM_VARIABLES}
+    if not any(custom.values()):
+        if not _is_builtin(name):
+            raise _config_error(
+                f"Unknown Entur environment {name!r}; known environments: dev, production, "
+                "staging.",
+                _ENVIRONMENT_HINT,
+            )
+        return
+    if not _is_builtin(name):
+        absent = [k for k, v in custom.items() if not v]
+        if absent:
+            raise _config_error(
+                f"A custom environment {name!r} needs {', '.join(absent)} too.",
+                f"Set {', '.join(absent)} as well, or use --environment {_BUILTIN_NAMES}.",
+            )
+    try:
+        # The environment variables alone: URL checks, without requiring credentials.
+        only = {k: v for k, v in environ.items() if k in {"ENTUR_ENVIRONMENT", *custom}}
+        read_env(only, require_credentials=False, require_name=False)
+    except ConfigurationError as exc:
+        raise _config_error(
+            str(exc),
+            "Give ENTUR_TOKEN_URL and ENTUR_API_BASE_URL as full https:// URLs (http:// only "
+            "for loopback such as http://127.0.0.1:8765) and a non-empty ENTUR_AUDIENCE.",
+        ) from None
+
+
+_SECRET_FILE_HINT = (
+    "Put only the client secret in the file (readable by you alone: chmod 600), or set "
+    "ENTUR_CLIENT_SECRET instead of --client-secret-file."
+)
 
 
 def _read_secret_file(path: Path) -> str:
@@ -460,13 +568,13 @@ def _read_secret_file(path: Path) -> str:
         text = path.expanduser().read_text(encoding="utf-8").strip()
         mode = path.expanduser().stat().st_mode
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(
+        raise _config_error(
             f"Cannot read the client secret file {path} ({type(exc).__name__}: "
-            f"{getattr(exc, 'strerror', None) or exc}); give a readable file holding only "
-            "the secret."
+            f"{getattr(exc, 'strerror', None) or exc}).",
+            _SECRET_FILE_HINT,
         ) from None
     if not text:
-        raise ConfigurationError(f"The client secret file {path} is empty.")
+        raise _config_error(f"The client secret file {path} is empty.", _SECRET_FILE_HINT)
     if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
         print(
             f"entur-oauth: warning: {path} is readable by other users; run 'chmod 600 {path}'.",
@@ -1015,6 +1123,12 @@ async def _demo_real(settings: EnvSettings, calls: int, path: str | None) -> int
                 )
                 return EXIT_OK
             _out(f"   -> HTTP {response.status_code} {response.reason_phrase}")
-            return EXIT_OK if response.is_success else EXIT_API
+            if not response.is_success:
+                raise CommandError(
+                    EXIT_API,
+                    f"API: GET {path} -> HTTP {response.status_code} {response.reason_phrase}.",
+                    "The token was not refused (no 401/403), but the call failed: check the path.",
+                )
+            return EXIT_OK
         _out("4. (add --path /some/partner/endpoint to call an API with the token)")
     return EXIT_OK

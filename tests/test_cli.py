@@ -298,18 +298,60 @@ def test_request_without_credentials_is_an_open_api_call(
 # -- exit codes ----------------------------------------------------------------------------
 
 
+CREDENTIALS_HINT = "next: Set ENTUR_CLIENT_ID, ENTUR_CLIENT_SECRET"
+
+
 @pytest.mark.parametrize(
-    ("args", "drop", "expected"),
+    ("args", "drop", "add", "expected", "hint"),
     [
-        (["token"], {"ENTUR_CLIENT_NAME"}, "ENTUR_CLIENT_NAME"),
-        (["check"], {"ENTUR_CLIENT_ID"}, "ENTUR_CLIENT_ID"),
-        (["token", "--environment", "nowhere"], CUSTOM, "known environments: dev, production"),
-        (["token"], {"ENTUR_TOKEN_URL"}, "needs ENTUR_TOKEN_URL"),
-        (["token", "--client-secret-file", "/nonexistent/secret"], set(), "secret file"),
-        (["request", "GET", "/x", "--json", "{oops"], set(), "not valid JSON"),
-        (["request", "GET", "/x", "--header", "no-colon"], set(), "'Name: value'"),
-        (["--client-name", "bad name", "token"], set(), "whitespace"),
-        (["demo", "--calls", "0"], set(), "--calls"),
+        (["token"], {"ENTUR_CLIENT_NAME"}, {}, "ENTUR_CLIENT_NAME", CREDENTIALS_HINT),
+        (["check"], {"ENTUR_CLIENT_ID"}, {}, "ENTUR_CLIENT_ID", CREDENTIALS_HINT),
+        (
+            ["token", "--environment", "nowhere"],
+            CUSTOM,
+            {},
+            "known environments: dev, production",
+            "next: use --environment production|staging|dev, or set ENTUR_TOKEN_URL, "
+            "ENTUR_AUDIENCE and ENTUR_API_BASE_URL",
+        ),
+        (
+            ["token"],
+            {"ENTUR_TOKEN_URL"},
+            {},
+            "needs ENTUR_TOKEN_URL",
+            "next: Set ENTUR_TOKEN_URL as well, or use --environment production|staging|dev",
+        ),
+        (
+            ["token"],
+            set(),
+            {"ENTUR_TOKEN_URL": "http://auth.example.com/oauth/token"},
+            "uses http://",
+            "next: Give ENTUR_TOKEN_URL and ENTUR_API_BASE_URL as full https:// URLs",
+        ),
+        (
+            ["token", "--client-secret-file", "/nonexistent/secret"],
+            set(),
+            {},
+            "secret file",
+            "next: Put only the client secret in the file",
+        ),
+        (
+            ["token", "--client-secret-file", "/dev/null"],
+            set(),
+            {},
+            "is empty",
+            "next: Put only the client secret in the file",
+        ),
+        (["request", "GET", "/x", "--json", "{oops"], set(), {}, "not valid JSON", "next:"),
+        (["request", "GET", "/x", "--header", "no-colon"], set(), {}, "'Name: value'", "next:"),
+        (
+            ["--client-name", "bad name", "token"],
+            set(),
+            {},
+            "whitespace",
+            "next: Set ENTUR_CLIENT_NAME (or --client-name) to '<company>-<application>'",
+        ),
+        (["demo", "--calls", "0"], set(), {}, "--calls", "next:"),
     ],
 )
 def test_configuration_errors_exit_2_and_say_what_to_do(
@@ -317,16 +359,75 @@ def test_configuration_errors_exit_2_and_say_what_to_do(
     entur_fake: FakeEntur,
     args: list[str],
     drop: set[str],
+    add: dict[str, str],
     expected: str,
+    hint: str,
 ) -> None:
-    """Each configuration error exits 2, names the problem and the next step, calls nobody."""
-    env = {k: v for k, v in fake_env.items() if k not in drop}
+    """Each configuration error exits 2, names the problem and the next step that fits its
+    cause, calls nobody."""
+    env = {**{k: v for k, v in fake_env.items() if k not in drop}, **add}
     result = run(*args, env=env)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
-    assert "next:" in result.stderr
+    assert hint in result.stderr
+    if hint != CREDENTIALS_HINT:
+        assert CREDENTIALS_HINT not in result.stderr
+    assert "Pass an Environment(" not in result.stderr
     assert result.stdout == ""
     assert entur_fake.token_count == 0
+
+
+def test_no_command_prints_usage_and_exits_2(base_env: dict[str, str]) -> None:
+    """Bare 'entur-oauth': a short usage pointing at the demo and --help, exit 2."""
+    result = run(env=base_env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: entur-oauth")
+    assert "entur-oauth demo" in result.stderr
+    assert "entur-oauth --help" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("environment", ["staging", "Dev"])
+def test_builtin_environment_wins_over_custom_variables_with_a_warning(
+    fake_env: dict[str, str], entur_fake: FakeEntur, environment: str
+) -> None:
+    """--environment naming a built-in uses Entur's URLs for it, not ENTUR_TOKEN_URL & co.,
+    and says so in one line; nothing reaches the fake the variables point at."""
+    env = {**fake_env, "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9"}
+    env.pop("ENTUR_CLIENT_NAME")  # stop at the configuration check: no network needed
+    result = run("check", "--environment", environment, env=env)
+    warning = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warning == [
+        f"entur-oauth: warning: --environment {environment} uses Entur's "
+        f"{environment.lower()} URLs; ignoring ENTUR_TOKEN_URL, ENTUR_AUDIENCE, "
+        "ENTUR_API_BASE_URL."
+    ]
+    assert result.returncode == 2
+    assert entur_fake.token_count == 0
+
+
+def test_builtin_environment_is_used_instead_of_custom_variables() -> None:
+    """The settings the CLI builds for --environment staging are Entur staging's."""
+    import argparse
+
+    from entur_oauth._cli import _Redactor, _settings
+
+    args = argparse.Namespace(environment="staging", client_name=None, client_secret_file=None)
+    custom = {
+        "ENTUR_CLIENT_ID": "id",
+        "ENTUR_CLIENT_SECRET": "s",
+        "ENTUR_CLIENT_NAME": "acme-app",
+        "ENTUR_ENVIRONMENT": "fake",
+        "ENTUR_TOKEN_URL": "http://127.0.0.1:1/oauth/token",
+        "ENTUR_AUDIENCE": "https://api.entur.test",
+        "ENTUR_API_BASE_URL": "http://127.0.0.1:1",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in custom.items():
+            mp.setenv(name, value)
+        settings = _settings(args, _Redactor())
+    assert settings.environment == "staging"
 
 
 def test_rejected_credentials_exit_3(
@@ -420,6 +521,19 @@ def test_demo_with_environment_uses_the_configured_entur(
     assert "raised ForbiddenError (HTTP 403)" in out
     assert entur_fake.token_count == 2
     assert_nothing_secret(entur_fake, out, result.stderr)
+
+
+def test_demo_with_environment_exits_5_when_the_path_fails(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """A non-2xx answer (not 403) to --path: exit 5 with what failed and what to do next."""
+    entur_fake.fail_api(404)
+    result = run("demo", "--environment", "fake", "--path", "/nothing/here", env=fake_env)
+    assert result.returncode == 5, result.stderr
+    assert "-> HTTP 404 Not Found" in result.stdout
+    assert "entur-oauth: API: GET /nothing/here -> HTTP 404 Not Found." in result.stderr
+    assert "entur-oauth: next: " in result.stderr
+    assert_nothing_secret(entur_fake, result.stdout, result.stderr)
 
 
 def test_demo_for_staging_without_credentials_exits_2_before_any_network(
@@ -545,6 +659,15 @@ def test_fake_server_on_a_taken_port_exits_2(base_env: dict[str, str]) -> None:
         result = run("fake-server", "--port", str(sock.getsockname()[1]), env=base_env)
     assert result.returncode == 2
     assert "--port" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
+def test_fake_server_rejects_an_impossible_port(base_env: dict[str, str], port: str) -> None:
+    """A port outside 0..65535: exit 2 with argparse's message, no traceback."""
+    result = run("fake-server", f"--port={port}", env=base_env)
+    assert result.returncode == 2
+    assert "is not a port number: give 0 to 65535" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_fake_server_refuses_a_non_loopback_host(base_env: dict[str, str]) -> None:

@@ -12,6 +12,11 @@ Rules for README authors:
   (it runs until stopped; tests/test_cli.py covers it).
 * Put ``<!-- skip-test -->`` on the line before a block to leave it out (fragments, real
   Entur calls).
+* Put ``<!-- test-needs: redis -->`` on the line before a python block that needs a Redis:
+  it runs with ``REDIS_URL`` pointing at a real, empty ``redis-server`` on loopback (skipped
+  without the binary, except in CI, as the Redis store tests are).
+* The ``fake-server`` transcript is checked on its own: ``entur-oauth fake-server --port 0``
+  must print the README's lines, with its port for 8765.
 * Nothing reaches beyond loopback: every other address goes to a dead proxy.
 
 ``TEST_README=path`` runs the blocks of another markdown file (to try this runner out).
@@ -20,11 +25,14 @@ Rules for README authors:
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +43,11 @@ from entur_oauth.testing import FakeEntur
 
 from .conftest import NO_NETWORK
 
+pytest_plugins = ["tests.redis_fixture"]
+
 README = Path(os.environ.get("TEST_README") or Path(__file__).resolve().parents[1] / "README.md")
 SKIP_MARK = "<!-- skip-test -->"
+_NEEDS_MARK = re.compile(r"^<!-- test-needs: (?P<what>[\w-]+) -->$")
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 _LANGS = {
     "python": "python",
@@ -59,6 +70,7 @@ class Block:
     line: int
     code: str
     skip: bool
+    needs: str = ""
 
 
 def extract_blocks(markdown: str) -> list[Block]:
@@ -82,7 +94,10 @@ def extract_blocks(markdown: str) -> list[Block]:
         kind = _LANGS.get(match["lang"].lower())
         if kind is not None:
             code = textwrap.dedent("\n".join(body)) + "\n"
-            blocks.append(Block(kind, start + 1, code, previous == SKIP_MARK))
+            needs = _NEEDS_MARK.match(previous)
+            blocks.append(
+                Block(kind, start + 1, code, previous == SKIP_MARK, needs["what"] if needs else "")
+            )
     return blocks
 
 
@@ -134,12 +149,19 @@ def _run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
 
 
 @pytest.mark.parametrize("block", _params())
-def test_readme_block_runs(block: Block, readme_env: dict[str, str], tmp_path: Path) -> None:
+def test_readme_block_runs(
+    block: Block, readme_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Each python block runs (a script, or tests under pytest); each console block's
     entur-oauth commands exit 0."""
     if block.skip:
         pytest.skip(f"marked {SKIP_MARK}")
     where = f"{README.name} line {block.line}"
+    if block.needs == "redis":
+        # Skipped (or failed, in CI) by the fixture when redis-server is missing.
+        readme_env = {**readme_env, "REDIS_URL": request.getfixturevalue("redis_url")}
+    elif block.needs:
+        pytest.fail(f"{where}: unknown test-needs {block.needs!r}")
     if block.kind == "python":
         script = tmp_path / ("test_readme_block.py" if "def test_" in block.code else "block.py")
         script.write_text(block.code, encoding="utf-8")
@@ -196,6 +218,7 @@ raise SystemExit(1)
 {"not": "run"}
 ~~~
 
+<!-- test-needs: redis -->
 ```sh
 $ entur-oauth fake-server
 ```
@@ -205,11 +228,11 @@ $ entur-oauth fake-server
 def test_extract_blocks_reads_kinds_lines_indentation_and_skip_marks() -> None:
     """The runner finds python and console blocks, dedents them and honours skip marks."""
     blocks = extract_blocks(SAMPLE)
-    assert [(b.kind, b.line, b.skip) for b in blocks] == [
-        ("python", 3, False),
-        ("python", 9, True),
-        ("console", 15, False),
-        ("console", 28, False),
+    assert [(b.kind, b.line, b.skip, b.needs) for b in blocks] == [
+        ("python", 3, False, ""),
+        ("python", 9, True, ""),
+        ("console", 15, False, ""),
+        ("console", 29, False, "redis"),
     ]
     assert blocks[0].code == 'print("one")\n'
     assert console_commands(blocks[2].code) == [
@@ -217,3 +240,59 @@ def test_extract_blocks_reads_kinds_lines_indentation_and_skip_marks() -> None:
         "entur-oauth request GET /geocoder/v1/autocomplete",
     ]
     assert console_commands(blocks[3].code) == ["entur-oauth fake-server"]
+
+
+def test_readme_runs_a_redis_block() -> None:
+    """The RedisTokenStore example is run (against a real Redis), not skipped."""
+    blocks = extract_blocks(README.read_text(encoding="utf-8"))
+    redis_blocks = [b for b in blocks if "RedisTokenStore(" in b.code and b.kind == "python"]
+    assert redis_blocks
+    assert all(b.needs == "redis" and not b.skip for b in redis_blocks)
+
+
+def _fake_server_transcript() -> list[str]:
+    """The README's ``$ entur-oauth fake-server`` block: the lines it shows printed."""
+    for block in extract_blocks(README.read_text(encoding="utf-8")):
+        lines = block.code.rstrip("\n").splitlines()
+        if block.kind == "console" and lines and lines[0] == "$ entur-oauth fake-server":
+            return lines[1:]
+    pytest.fail("README.md shows no '$ entur-oauth fake-server' transcript")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_readme_fake_server_transcript_matches_the_real_output() -> None:
+    """``entur-oauth fake-server --port 0`` prints what the README shows, port aside."""
+    expected = _fake_server_transcript()
+    assert any("8765" in line for line in expected)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTUR_", "PYTEST_"))}
+    script = Path(sys.executable).with_name("entur-oauth")
+    process = subprocess.Popen(
+        [str(script), "fake-server", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    printed: list[str] = []
+    try:
+        while len(printed) < len(expected):
+            printed.append(lines.get(timeout=30))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+    match = re.search(r"listening on http://127\.0\.0\.1:(\d+) ", printed[0])
+    assert match, printed[0]
+    port = match[1]
+    assert printed == [line.replace("8765", port) for line in expected]
