@@ -357,24 +357,22 @@ def test_second_event_loop_with_pooled_sockets_gets_a_clear_error(first: str, se
     ``async with``: an asyncio transport cannot even be closed from another loop)."""
     fake = FakeEntur()
     with LoopbackServer(fake) as server:
-        client = EnturClient(
-            fake.client_id,
-            fake.client_secret,
-            client_name="test-app",
-            environment=fake.environment(server.url),
-            token_store=MemoryTokenStore(),
-        )
+
+        def new_client() -> EnturClient:
+            return EnturClient(
+                fake.client_id,
+                fake.client_secret,
+                client_name="test-app",
+                environment=fake.environment(server.url),
+                token_store=MemoryTokenStore(),
+            )
+
+        client = new_client()
         outcome = _second_run(client, first, second, close=True)
         assert isinstance(outcome, EventLoopError), repr(outcome)
         # Closed from the second loop: the first one's pooled sockets cannot be closed
         # there, so the same clear error instead of one from deep inside httpcore2.
-        client = EnturClient(
-            fake.client_id,
-            fake.client_secret,
-            client_name="test-app",
-            environment=fake.environment(server.url),
-            token_store=MemoryTokenStore(),
-        )
+        client = new_client()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert anyio.run(_use, client, backend=first) == 200

@@ -60,6 +60,16 @@ async def call(client: EnturClient) -> int:
     return (await client.get("/x")).status_code
 
 
+async def sealed_token_from_another_client(fake: FakeEntur, key: str) -> bytes:
+    """A token fetched by a client outside the store, sealed as the holder would write it."""
+    async with fake.client(token_store=MemoryTokenStore()) as other:
+        await call(other)
+        assert other._manager is not None
+        token = other._manager.token
+    assert token is not None
+    return TokenCodec(Secret(fake.client_secret), key).encode(token)
+
+
 # -- the store -----------------------------------------------------------------------------
 
 
@@ -121,12 +131,7 @@ async def test_waiter_picks_up_the_token_the_holder_writes(
 
     monkeypatch.setattr(store, "_try_lease", counting_try_lease)
     key = key_of(fake)
-    async with fake.client(token_store=MemoryTokenStore()) as other:
-        await call(other)
-        assert other._manager is not None
-        token = other._manager.token
-    assert token is not None
-    sealed = TokenCodec(Secret(fake.client_secret), key).encode(token)
+    sealed = await sealed_token_from_another_client(fake, key)
     results: list[int] = []
     done = anyio.Event()
     async with store.lock(key), fake.client(token_store=store) as client:
@@ -192,12 +197,7 @@ async def test_waiter_takes_a_token_written_before_its_first_poll(
     (in a fleet, such waiters would otherwise take the lease one after the other)."""
     store = RedisTokenStore(redis_url, poll_interval=0.01, wait_timeout=2)
     key = key_of(fake)
-    async with fake.client(token_store=MemoryTokenStore()) as other:
-        await call(other)
-        assert other._manager is not None
-        token = other._manager.token
-    assert token is not None
-    sealed = TokenCodec(Secret(fake.client_secret), key).encode(token)
+    sealed = await sealed_token_from_another_client(fake, key)
     get = store.get
 
     async def get_then_holder_writes(k: str) -> bytes | None:
