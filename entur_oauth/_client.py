@@ -577,7 +577,7 @@ class EnturClient(AsyncOAuth2Client):
         # transport needs its (by now usually closed) loop, a trio socket needs trio. Left
         # to httpcore2, that fails deep inside it ("Event loop is closed", "must be called
         # from async context") and half-closes the pool; refuse before touching anything.
-        if self._loop is not None and current_loop() is not self._loop:
+        if self._loop is not None:  # never used: nothing pooled, any loop may close it
             self._check_loop(closing=True)
 
     # -- lifecycle -----------------------------------------------------------------------
