@@ -34,8 +34,7 @@ import anyio
 import httpx2
 
 from ._client import EnturClient
-from ._config import EnvSettings, read_env, validate_client_name
-from ._environments import get_environment
+from ._config import EnvSettings, builtin_or_none, read_env, validate_client_name
 from ._errors import (
     APIError,
     ConfigurationError,
@@ -482,7 +481,7 @@ def _settings(
     environ = dict(os.environ)
     if getattr(args, "environment", None):
         environ["ENTUR_ENVIRONMENT"] = args.environment
-        if _is_builtin(args.environment):
+        if builtin_or_none(args.environment) is not None:
             # An explicit built-in name wins over a custom environment from the variables:
             # '--environment staging' talks to staging, not to wherever ENTUR_TOKEN_URL says.
             ignored = [name for name in _CUSTOM_VARIABLES if environ.pop(name, "").strip()]
@@ -518,27 +517,19 @@ def _settings(
     return settings
 
 
-def _is_builtin(name: str) -> bool:
-    try:
-        get_environment(name)
-    except ConfigurationError:
-        return False
-    return True
-
-
 def _check_environment(environ: Mapping[str, str]) -> None:
     """Raise a configuration error with a fitting hint if the environment is not usable."""
     name = environ.get("ENTUR_ENVIRONMENT", "").strip() or "production"
     custom = {k: environ.get(k, "").strip() for k in _CUSTOM_VARIABLES}
     if not any(custom.values()):
-        if not _is_builtin(name):
+        if builtin_or_none(name) is None:
             raise _config_error(
                 f"Unknown Entur environment {name!r}; known environments: dev, production, "
                 "staging.",
                 _ENVIRONMENT_HINT,
             )
         return
-    if not _is_builtin(name):
+    if builtin_or_none(name) is None:
         absent = [k for k, v in custom.items() if not v]
         if absent:
             raise _config_error(

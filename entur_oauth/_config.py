@@ -76,7 +76,8 @@ def _user_stacklevel() -> int:
     return level
 
 
-def _builtin_or_none(name: str) -> Environment | None:
+def builtin_or_none(name: str) -> Environment | None:
+    """The built-in environment called ``name``, or ``None`` when there is none."""
     try:
         return get_environment(name)
     except ConfigurationError:
@@ -146,7 +147,7 @@ def read_env(
     custom = {k: get(f"ENTUR_{k.upper()}") for k in ("token_url", "audience", "api_base_url")}
     environment: str | Environment = env_name
     if any(custom.values()):
-        base = _builtin_or_none(env_name)
+        base = builtin_or_none(env_name)
         values = {k: v or (getattr(base, k) if base else None) for k, v in custom.items()}
         absent = [f"ENTUR_{k.upper()}" for k, v in values.items() if v is None]
         if absent:
