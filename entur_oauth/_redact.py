@@ -27,9 +27,10 @@ _SENSITIVE_FIELDS = frozenset({"accesstoken", "refreshtoken", "idtoken", "client
 # The same fields in a body that is not clean JSON: an HTML page around JSON (quotes as
 # entities), JSON inside a JSON string (quotes escaped), a form-encoded answer.
 _QUOTE = r"""(?:\\?["']|&quot;|&apos;|&#0*3[49];|&#[xX]0*2[27];|%2[27])?"""
+_SPACE = r"(?:\s|%20|\+)*"
 _SENSITIVE_PAIR = re.compile(
-    r"(?<![A-Za-z0-9])((?:access|refresh|id)[-_ ]?token|client[-_ ]?secret)"
-    rf"({_QUOTE}\s*(?:[:=]|%3[aAdD]|&colon;|&equals;)\s*{_QUOTE})"
+    r"(?<![A-Za-z])((?:access|refresh|id)[-_ ]?token|client[-_ ]?secret)"
+    rf"({_QUOTE}{_SPACE}(?:[:=]|%3[aAdD]|&colon;|&equals;){_SPACE}{_QUOTE})"
     r"""(?:\\/|[^"'&\s,;}<>\\])+""",
     re.IGNORECASE,
 )
@@ -37,7 +38,7 @@ _JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)
 # The escape sequences whose hex digits a server may write in either case.
 _ESCAPE = re.compile(
     r"(?P<pct>%[0-9A-Fa-f]{2})|(?P<u>\\u[0-9A-Fa-f]{4})|(?P<x>\\x[0-9A-Fa-f]{2})"
-    r"|(?P<hex>&#x[0-9A-Fa-f]+;)|(?P<dec>&#[0-9]+;)"
+    r"|(?P<hex>&#[xX][0-9A-Fa-f]+;)|(?P<dec>&#[0-9]+;)"
 )
 _JSON_SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "'": "\\'"}
 
@@ -118,26 +119,31 @@ def _char_pattern(ch: str) -> str:
     # HTML page gives \&quot;, an HTML echo sent URL-encoded gives %26quot%3B, ...).
     forms |= {outer(form) for form in list(forms) for outer in _OUTER}
     # Longest first, so the widest reading is blanked; the engine backtracks if needed.
-    return "(?:" + "|".join(_to_regex(f) for f in sorted(forms, key=len, reverse=True)) + ")"
+    regexes = dict.fromkeys(_to_regex(f) for f in sorted(forms, key=len, reverse=True))
+    return "(?:" + "|".join(regexes) + ")"
 
 
 def _forms(ch: str) -> list[str]:
     """Every single-layer form of one character a server may echo it in."""
     code = ord(ch)
-    forms = [ch, "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))]
+    utf8 = ch.encode("utf-8", "surrogatepass")
+    # Hex digits in both cases: the single-layer regex accepts either anyway, but the
+    # second layer escapes the form as written (%2f and %2F become %252f and %252F).
+    forms = [ch, "".join(f"%{b:02X}" for b in utf8), "".join(f"%{b:02x}" for b in utf8)]
     if ch == " ":
         forms.append("+")
     if code > 0xFFFF:
-        forms.append(json.dumps(ch)[1:-1].upper().replace("\\U", "\\u"))
+        pair = json.dumps(ch)[1:-1]
+        forms += [pair, pair.upper().replace("\\U", "\\u")]
     else:
-        forms.append(f"\\u{code:04X}")
+        forms += [f"\\u{code:04X}", f"\\u{code:04x}"]
     if code < 0x100:
-        forms.append(f"\\x{code:02X}")
+        forms += [f"\\x{code:02X}", f"\\x{code:02x}"]
     if ch in _JSON_SHORT:
         forms.append(_JSON_SHORT[ch])
     elif (short := json.dumps(ch)[1:-1]).startswith("\\") and len(short) == 2:
         forms.append(short)  # \b \f \n \r \t
-    forms += [f"&#{code};", f"&#x{code:X};"]
+    forms += [f"&#{code};", f"&#x{code:X};", f"&#x{code:x};", f"&#X{code:X};", f"&#X{code:x};"]
     forms += ["&" + name for name in _entity_names().get(ch, ())]
     return forms
 
