@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._environments import Environment, get_environment
+from ._environments import Environment, check_url, get_environment
 from ._errors import ConfigurationError
 from ._secrets import Secret
 
@@ -120,7 +120,8 @@ def read_env(
     ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL`` to define a custom environment.
 
     Raises:
-        ConfigurationError: A required variable is missing; the message names it.
+        ConfigurationError: A required variable is missing, or a URL variable does not
+            hold a usable URL; the message names the variable.
     """
     env = os.environ if environ is None else environ
 
@@ -155,6 +156,10 @@ def read_env(
                 f"A custom environment {env_name!r} needs {', '.join(absent)} too "
                 "(ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL define it)."
             )
+        # Checked here too, so the message names the variable to fix, not a field.
+        for key in ("token_url", "api_base_url"):
+            if custom[key]:
+                check_url(custom[key], f"ENTUR_{key.upper()}", env_name)
         environment = Environment(
             name=env_name,
             token_url=str(values["token_url"]),
