@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Any
 
 import httpx2
 import pytest
@@ -85,7 +86,7 @@ def test_empty_audience_is_refused() -> None:
         Environment(name="x", token_url="https://a/t", audience="", api_base_url="https://b")
 
 
-GOOD = {
+GOOD: dict[str, Any] = {
     "name": "x",
     "token_url": "https://auth.example.org/oauth/token",
     "audience": "https://api.example.org",
