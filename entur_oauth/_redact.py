@@ -17,7 +17,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable
 
-__all__ = ["body_snippet", "sanitize_snippet"]
+__all__ = ["body_snippet", "is_sensitive_field", "sanitize_snippet"]
 
 _SNIPPET_LEN = 160
 _REDACTED = "[redacted]"

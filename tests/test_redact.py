@@ -6,7 +6,6 @@ import html
 import html.entities
 import json
 import logging
-import string
 import urllib.parse
 from collections.abc import Callable
 
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 from entur_oauth import RetryPolicy, TokenRequestError
 from entur_oauth._redact import body_snippet, sanitize_snippet
+from entur_oauth._secrets import fingerprint
 from entur_oauth._token import parse_token_response
 from entur_oauth.testing import FakeEntur, ScriptedResponse
 
@@ -269,6 +269,8 @@ async def test_echoes_are_redacted_in_the_error_and_the_debug_log(
 
 
 def test_token_fingerprints_are_kept() -> None:
-    """A short hex fingerprint is no secret: it stays readable in a snippet."""
-    text = f"token fingerprint {string.hexdigits[:10]} refused"
-    assert sanitize_snippet(text, ["unrelated-secret"]) == text
+    """A token's fingerprint (a short hash) is no secret: it stays readable in a snippet,
+    while the token itself, JWT-shaped, is blanked."""
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    text = f"token {fingerprint(token)} refused: {token}"
+    assert sanitize_snippet(text) == f"token {fingerprint(token)} refused: [redacted]"
