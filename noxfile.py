@@ -1,11 +1,12 @@
-"""Sessions: `nox` runs lint, typecheck, tests (each installed Python) and examples."""
+"""Sessions: `nox` runs lint, typecheck, tests (each installed Python), examples and lowest
+(the tests on the lowest declared version of every dependency)."""
 
 from __future__ import annotations
 
 import nox
 
 nox.needs_version = ">=2024.4.15"
-nox.options.sessions = ["lint", "typecheck", "tests", "examples"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples", "lowest"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -26,6 +27,31 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", "--fail-under=85")
+
+
+def floors() -> list[str]:
+    """Pin every runtime dependency (the redis extra too) to the floor pyproject.toml gives."""
+    from packaging.requirements import Requirement  # nox itself depends on packaging
+
+    project = PYPROJECT["project"]
+    pins = []
+    for text in [*project["dependencies"], *project["optional-dependencies"]["redis"]]:
+        requirement = Requirement(text)
+        lows = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        if len(lows) != 1:
+            raise ValueError(f"{text!r}: every dependency needs exactly one '>=' floor")
+        pins.append(f"{requirement.name}=={lows[0]}")
+    return pins
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def lowest(session: nox.Session) -> None:
+    """Run the test suite on the lowest version of every declared dependency."""
+    pins = floors()
+    session.log("floors: " + " ".join(pins))
+    # One resolve: the test tools adapt to the floors, never the other way round.
+    session.install("-e", ".[redis]", *group("test"), *pins)
+    session.run("pytest", *session.posargs)
 
 
 @nox.session(python=DEFAULT_PYTHON)

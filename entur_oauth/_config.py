@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._environments import Environment, get_environment
+from ._environments import Environment, check_url, get_environment
 from ._errors import ConfigurationError
 from ._secrets import Secret
 
@@ -120,7 +120,8 @@ def read_env(
     ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL`` to define a custom environment.
 
     Raises:
-        ConfigurationError: A required variable is missing; the message names it.
+        ConfigurationError: A required variable is missing, or a URL variable does not
+            hold a usable URL; the message names the variable.
     """
     env = os.environ if environ is None else environ
 
@@ -147,23 +148,32 @@ def read_env(
     custom = {k: get(f"ENTUR_{k.upper()}") for k in ("token_url", "audience", "api_base_url")}
     environment: str | Environment = env_name
     if any(custom.values()):
-        base = builtin_or_none(env_name)
-        values = {k: v or (getattr(base, k) if base else None) for k, v in custom.items()}
-        absent = [f"ENTUR_{k.upper()}" for k, v in values.items() if v is None]
-        if absent:
-            raise ConfigurationError(
-                f"A custom environment {env_name!r} needs {', '.join(absent)} too "
-                "(ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL define it)."
-            )
-        environment = Environment(
-            name=env_name,
-            token_url=str(values["token_url"]),
-            audience=str(values["audience"]),
-            api_base_url=str(values["api_base_url"]),
-        )
+        environment = _custom_environment(env_name, custom)
     return EnvSettings(
         client_id=client_id,
         client_secret=Secret(secret) if secret else None,
         client_name=client_name,
         environment=environment,
+    )
+
+
+def _custom_environment(env_name: str, custom: dict[str, str | None]) -> Environment:
+    """The environment that ``ENTUR_TOKEN_URL``/``_AUDIENCE``/``_API_BASE_URL`` define."""
+    base = builtin_or_none(env_name)
+    values = {k: v or (getattr(base, k) if base else None) for k, v in custom.items()}
+    absent = [f"ENTUR_{k.upper()}" for k, v in values.items() if v is None]
+    if absent:
+        raise ConfigurationError(
+            f"A custom environment {env_name!r} needs {', '.join(absent)} too "
+            "(ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL define it)."
+        )
+    # Checked here first, so the message names the variable to fix rather than a field.
+    for key in ("token_url", "api_base_url"):
+        if custom[key]:
+            check_url(custom[key], f"ENTUR_{key.upper()}", env_name)
+    return Environment(
+        name=env_name,
+        token_url=str(values["token_url"]),
+        audience=str(values["audience"]),
+        api_base_url=str(values["api_base_url"]),
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
 
-__all__ = ["Environment", "get_environment", "is_loopback_host"]
+__all__ = ["Environment", "check_url", "get_environment", "is_loopback_host", "url_problem"]
+
+_API = "https://api.entur.io"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -22,12 +25,59 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _check_url(url: str, what: str, env_name: str) -> None:
+# The shape of Entur's own URLs: accepted without importing httpx2, which neither the
+# built-in environments (made at import) nor the CLI's cached-token path should pay for.
+# httpx2 accepts every URL of this shape (a property test holds that); any other URL is
+# parsed by httpx2 itself, so a setting is accepted exactly when requests can use it.
+_PLAIN_URL = re.compile(
+    r"https?://[a-z0-9]+(?:[.-][a-z0-9]+)*(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?"
+)
+
+
+def url_problem(url: str) -> str | None:
+    """Say why ``url`` cannot be used for a request (``None`` when it can)."""
+    try:
+        urlsplit(url).port  # noqa: B018  (reading it checks it: a number in 0-65535)
+    except ValueError as exc:
+        return str(exc)
+    if _PLAIN_URL.fullmatch(url):
+        return None
+    import httpx2  # here, not at the top: see _PLAIN_URL
+
+    try:
+        httpx2.URL(url)
+    except (httpx2.InvalidURL, ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+def check_url(url: object, what: str, env_name: str) -> None:
+    """Refuse a URL setting that is not an absolute, usable http(s) URL.
+
+    ``what`` names the setting in the message (``token_url``, ``ENTUR_TOKEN_URL``, ...).
+
+    Raises:
+        ConfigurationError: The URL is not a string, does not parse, is relative, carries a
+            user name or password, or uses ``http://`` off loopback.
+    """
+    where = f"{what} of environment {env_name!r}"
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{where} must be a URL string, not {type(url).__name__}.")
+    if (problem := url_problem(url)) is not None:
+        raise ConfigurationError(
+            f"{where} is not a valid URL ({problem}): {url!r}; give a full URL such as "
+            "'https://partner.entur.org/oauth/token'."
+        )
     parts = urlsplit(url)
     if parts.scheme not in {"https", "http"} or not parts.hostname:
         raise ConfigurationError(
             f"{what} {url!r} of environment {env_name!r} is not an absolute http(s) URL; "
             "give a full URL such as 'https://partner.entur.org/oauth/token'."
+        )
+    if "@" in parts.netloc:
+        # Not echoed: the part before '@' may be a password.
+        raise ConfigurationError(
+            f"{where} holds a user name or password ('user@host'); give the URL without it."
         )
     # Plain http would send the client secret and bearer tokens in clear text. Loopback is
     # allowed because that is where local fakes and test servers listen.
@@ -39,28 +89,36 @@ def _check_url(url: str, what: str, env_name: str) -> None:
         )
 
 
+def _bare_host(host: str) -> str | None:
+    """Return ``host`` (``name`` or ``name:port``) lower-cased if it is only that, else None."""
+    try:
+        parts = urlsplit(f"https://{host}")
+        parts.port  # noqa: B018  (reading it checks it)
+    except ValueError:
+        return None
+    only_a_host = parts.hostname and parts.netloc.lower() == host.lower()
+    if not only_a_host or "@" in host or url_problem(f"https://{host}/") is not None:
+        return None
+    return parts.netloc.lower()
+
+
 def _check_host(host: str, env_name: str) -> str:
     """Return ``host`` (``name`` or ``name:port``) lower-cased, if it is only that."""
-    parts = urlsplit(f"https://{host.strip()}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if (
-        not parts.hostname
-        or port == -1
-        or parts.path
-        or parts.query
-        or parts.fragment
-        or "@" in parts.netloc
-        or parts.netloc.lower() != host.strip().lower()
-    ):
+    bare = _bare_host(host.strip())
+    if bare is None:
         raise ConfigurationError(
             f"extra_token_hosts entry {host!r} of environment {env_name!r} is not a bare "
             "host name; give 'host' or 'host:port' (no scheme, path or user), e.g. "
             "'api2.entur.io'."
         )
-    return parts.netloc.lower()
+    return bare
+
+
+def _check_text(value: object, what: str, example: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(
+            f"An Environment needs {what} as a non-empty string, such as {example!r}."
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +135,10 @@ class Environment:
             the bearer token, for APIs outside ``api_base_url``.
 
     Raises:
-        ConfigurationError: A URL is not absolute, or uses ``http://`` off loopback.
+        ConfigurationError: A setting is empty or not a string, a URL does not parse (as
+            httpx2 would parse it for a request), is not absolute, or uses ``http://`` off
+            loopback, or an extra host is not a bare ``host[:port]``; the message names
+            the setting.
     """
 
     name: str
@@ -87,15 +148,11 @@ class Environment:
     extra_token_hosts: frozenset[str] = field(default=frozenset())
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigurationError("An Environment needs a non-empty name.")
-        if not self.audience:
-            raise ConfigurationError(
-                f"Environment {self.name!r} has an empty audience; Entur's token endpoint "
-                "needs one, such as 'https://api.entur.io'."
-            )
-        _check_url(self.token_url, "token_url", self.name)
-        _check_url(self.api_base_url, "api_base_url", self.name)
+        _check_text(self.name, "a name", "production")
+        # Entur's token endpoint needs an audience.
+        _check_text(self.audience, f"an audience (environment {self.name!r})", _API)
+        check_url(self.token_url, "token_url", self.name)
+        check_url(self.api_base_url, "api_base_url", self.name)
         # Accept any iterable of hosts while keeping the field hashable and frozen; a bare
         # string would be read as its characters, each a "host" that gets the token.
         hosts: object = self.extra_token_hosts

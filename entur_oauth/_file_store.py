@@ -73,15 +73,17 @@ class FileTokenStore:
     write bit is used read-only (saving raises, and the client keeps its own token).
 
     Args:
-        path: The token file; created (with its directory, mode 0700) when first needed.
-            ``~`` is expanded.
+        path: The token file; created (with its missing directories, mode 0700) when
+            first needed. ``~`` is expanded.
         lock_timeout: Longest wait, in seconds, for another process's token fetch; after
             it this process fetches on its own.
         poll_interval: Seconds between attempts to take a fetch lock held elsewhere.
 
     Raises:
-        ConfigurationError: The file exists but is unsafe (see above), an option is out
-            of range, or the system is not POSIX.
+        ConfigurationError: The path is not a file path (empty, a directory, a NUL in it),
+            cannot be reached (a parent is a file, or a directory this user may not enter),
+            the file exists but is unsafe (see above), an option is out of range, or the
+            system is not POSIX.
     """
 
     def __init__(
@@ -97,12 +99,12 @@ class FileTokenStore:
                 "FileTokenStore needs a POSIX system (Linux, macOS); on Windows use "
                 "RedisTokenStore, or the default in-memory store."
             )
-        if not (lock_timeout > 0 and math.isfinite(lock_timeout)) or not poll_interval > 0:
-            raise ConfigurationError(
-                "FileTokenStore: lock_timeout and poll_interval must be positive numbers "
-                "of seconds."
-            )
-        self.path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        for name, value in (("lock_timeout", lock_timeout), ("poll_interval", poll_interval)):
+            if not _is_number(value) or not (value > 0 and math.isfinite(value)):
+                raise ConfigurationError(
+                    f"FileTokenStore: {name} must be a positive number of seconds, not {value!r}."
+                )
+        self.path = _token_path(path)
         self.lock_timeout = lock_timeout
         self.poll_interval = poll_interval
         self._write_lock_path = self.path.with_name(self.path.name + ".lock")
@@ -110,10 +112,13 @@ class FileTokenStore:
         # fix; later faults (the file changed under us) are raised per call and the client
         # falls back to its own token.
         try:
-            st = os.lstat(self.path)
+            st: os.stat_result | None = os.lstat(self.path)
         except FileNotFoundError:
-            pass
-        else:
+            st = None
+        except OSError as exc:
+            # A parent that is a file, a directory this user may not enter, a name too long.
+            raise _unsafe(self.path, f"cannot be reached ({exc.strerror})") from None
+        if st is not None:
             _check_token_file(st, self.path)
         _check_lock_file(self._write_lock_path)
 
@@ -218,7 +223,7 @@ class FileTokenStore:
 
     def _update(self, change: Callable[[_Tokens], bool]) -> None:
         """Read the file, apply ``change``, and write it back, under the write lock."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private_dirs(self.path.parent)
         _check_lock_file(self._write_lock_path)
         import filelock
 
@@ -332,13 +337,47 @@ def _new_lock(path: Path) -> BaseFileLock:
 def _try_acquire(lock: BaseFileLock, path: Path) -> bool:
     import filelock
 
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _make_private_dirs(path.parent)
     _check_lock_file(path)
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         return False
     return True
+
+
+def _token_path(path: object) -> Path:
+    """The absolute token file path that ``path`` names, or ConfigurationError."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigurationError(
+            "FileTokenStore needs the path of a token file as a string, such as "
+            f"'~/.cache/entur-oauth/tokens.json', not {path!r}."
+        )
+    if "\x00" in text:
+        raise ConfigurationError(f"The FileTokenStore path {text!r} holds a NUL character.")
+    resolved = Path(os.path.abspath(os.path.expanduser(text)))
+    if not resolved.name or text.endswith(os.sep):
+        raise ConfigurationError(
+            f"The FileTokenStore path {text!r} names a directory; give a file in it, such "
+            f"as {os.path.join(text, 'tokens.json')!r}."
+        )
+    return resolved
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each mode 0700 whatever the umask."""
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made by another process meanwhile: its mode is its own
+        # mkdir's mode is filtered by the umask, which may also take the owner's bits.
+        os.chmod(new, 0o700)
 
 
 def _check_token_file(st: os.stat_result, path: Path) -> None:

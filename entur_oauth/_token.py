@@ -10,16 +10,16 @@ import base64
 import binascii
 import datetime
 import email.utils
-import html
 import json
 import math
 import re
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import InvalidCredentialsError, TokenRequestError
+from ._redact import body_snippet as _body_snippet
+from ._redact import sanitize_snippet
 from ._secrets import fingerprint
 
 __all__ = [
@@ -54,16 +54,6 @@ _CREDENTIAL_ERRORS = frozenset(
 # RFC 6750 b64token, the characters a bearer token may have; anything else (CR/LF above all)
 # could smuggle a header.
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
-_SNIPPET_LEN = 160
-# Fields whose values are credentials whatever else a body says: never shown in a snippet.
-_SENSITIVE_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "client_secret"})
-_REDACTED = "[redacted]"
-# "access_token": "...", access_token=..., 'access_token' : '...' (quotes optional).
-_SENSITIVE_PAIR = re.compile(
-    r"""((?:access|refresh|id)_token|client_secret)(["']?\s*[:=]\s*["']?)[^"'&\s,;}<]+""",
-    re.IGNORECASE,
-)
-_JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,71 +80,6 @@ class Token:
     def claims(self) -> dict[str, Any]:
         """Return the JWT payload, unverified (empty when the token is not a JWT)."""
         return _jwt_claims(self.access_token)
-
-
-def sanitize_snippet(body: bytes | str, redact: Iterable[str] = ()) -> str:
-    """Return a short, printable excerpt of a response body with known secrets removed.
-
-    Each secret is removed as written and in the escaped forms a server may echo it in
-    (JSON, URL and HTML escaping), before the text is shortened, so no part of it survives.
-    """
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = _redact_text(text, tuple(redact))
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    return text if len(text) <= _SNIPPET_LEN else text[:_SNIPPET_LEN] + "..."
-
-
-def _escaped_forms(secret: str) -> list[str]:
-    if not secret:
-        return []
-    forms = {
-        secret,
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote_plus(secret, safe=""),
-        html.escape(secret),
-    }
-    # Longest first, so a form that contains another is removed whole.
-    return sorted((f for f in forms if f), key=len, reverse=True)
-
-
-def _redact_json(value: object, redact: tuple[str, ...]) -> object:
-    """Return ``value`` with sensitive fields and every string holding a secret blanked."""
-    if isinstance(value, dict):
-        return {
-            _redact_text(str(k), redact): (
-                _REDACTED if k in _SENSITIVE_FIELDS else _redact_json(v, redact)
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_redact_json(v, redact) for v in value]
-    if isinstance(value, str):
-        return _redact_text(value, redact)
-    return value
-
-
-def _redact_text(text: str, redact: tuple[str, ...]) -> str:
-    for secret in redact:
-        for form in _escaped_forms(secret):
-            text = text.replace(form, _REDACTED)
-    # Bodies that are not clean JSON (an HTML page around JSON, a form-encoded answer) can
-    # still carry a token: blank the values of credential fields and anything JWT-shaped.
-    text = _SENSITIVE_PAIR.sub(lambda m: m.group(1) + m.group(2) + _REDACTED, text)
-    return _JWT_SHAPED.sub(_REDACTED, text)
-
-
-def _body_snippet(body: bytes, payload: object, redact: tuple[str, ...]) -> str:
-    """A snippet of ``body``; a JSON body is shown re-serialised with credentials removed."""
-    if payload is None:
-        return sanitize_snippet(body, redact)
-    try:
-        shown = json.dumps(_redact_json(payload, redact), ensure_ascii=False)
-    except RecursionError:
-        # Too deeply nested to walk: show nothing rather than an unredacted excerpt.
-        shown = "<deeply nested JSON>"
-    return sanitize_snippet(shown, redact)
 
 
 def parse_retry_after(headers: Mapping[str, str], now_wall: float) -> float | None:

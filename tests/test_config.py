@@ -141,3 +141,29 @@ def test_client_name_warning_points_at_the_users_line(monkeypatch: pytest.Monkey
         FakeEntur().client(client_name="AcmeApp")
     assert [w.category for w in caught] == [ClientNameWarning] * 3
     assert [w.filename for w in caught] == [__file__] * 3
+
+
+@pytest.mark.parametrize("variable", ["ENTUR_TOKEN_URL", "ENTUR_API_BASE_URL"])
+@pytest.mark.parametrize(
+    "value", ["https://[::1", "https://a.example:abc/t", "https://\u3002", "ftp://a/b"]
+)
+def test_from_env_names_the_variable_holding_a_bad_url(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A URL variable that does not hold a usable URL raises ConfigurationError naming the
+    variable, when the client is built."""
+    for key, setting in {**CREDS, "ENTUR_ENVIRONMENT": "staging", variable: value}.items():
+        monkeypatch.setenv(key, setting)
+    with pytest.raises(ConfigurationError, match=variable):
+        EnturClient.from_env()
+
+
+def test_from_env_custom_audience_alone_keeps_the_builtin_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ENTUR_AUDIENCE alone on a built-in environment changes only the audience; the
+    built-in URLs it keeps are not re-checked as if they came from a variable."""
+    for key, value in {**CREDS, "ENTUR_ENVIRONMENT": "dev", "ENTUR_AUDIENCE": "aud"}.items():
+        monkeypatch.setenv(key, value)
+    env = EnturClient.from_env().environment
+    assert (env.audience, env.token_url) == ("aud", "https://partner.dev.entur.org/oauth/token")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from typing import Any
 
+import httpx2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from entur_oauth import ConfigurationError, Environment, get_environment
+from entur_oauth import ConfigurationError, Environment, _environments, get_environment
 
 SEED = {
     "production": ("https://partner.entur.org/oauth/token", "https://api.entur.io"),
@@ -79,3 +84,88 @@ def test_empty_audience_is_refused() -> None:
     """Entur's token endpoint needs an audience."""
     with pytest.raises(ConfigurationError, match="audience"):
         Environment(name="x", token_url="https://a/t", audience="", api_base_url="https://b")
+
+
+GOOD: dict[str, Any] = {
+    "name": "x",
+    "token_url": "https://auth.example.org/oauth/token",
+    "audience": "https://api.example.org",
+    "api_base_url": "https://api.example.org",
+}
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("token_url", "https://[::1"),  # unclosed IPv6 literal
+        ("token_url", "https://a.example:abc/t"),  # accepted before, failed at the first request
+        ("token_url", "https://a.example:99999/t"),  # no such port
+        ("token_url", "https://a.example: 80/t"),  # httpx2 reads it; the stdlib does not
+        ("api_base_url", "https://host:abc"),
+        ("api_base_url", "https://\u3002"),  # an ideographic full stop as the host
+        ("api_base_url", "https://ho\x00st"),
+        ("api_base_url", "https://ho\u00d7st"),  # a multiplication sign: no IDNA form
+        ("api_base_url", "https://user:pw@api.example.org"),
+        ("token_url", 42),
+        ("audience", None),
+        ("name", 7),
+    ],
+)
+def test_every_bad_setting_is_a_configuration_error_naming_it(setting: str, value: object) -> None:
+    """Each bad value raises ConfigurationError at construction, and the message names the
+    setting, never a ValueError or httpx2.InvalidURL at the first request."""
+    with pytest.raises(ConfigurationError, match=setting.replace("_", ".")) as info:
+        Environment(**{**GOOD, setting: value})
+    assert "pw" not in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["[", "a:abc", "a:+80", "\u3002", "ho\x00st", "u@a", "a/b"])
+def test_bad_extra_token_hosts_are_configuration_errors(host: str) -> None:
+    """extra_token_hosts entries that are not a usable bare host[:port] are refused."""
+    with pytest.raises(ConfigurationError, match="extra_token_hosts"):
+        Environment(**GOOD, extra_token_hosts=frozenset({host}))
+
+
+def test_idna_and_ipv6_urls_that_httpx2_accepts_are_accepted() -> None:
+    """Hosts outside the plain ASCII shape are parsed by httpx2 and accepted when it can
+    send to them: an IDNA name, an IPv6 literal, an explicit port."""
+    env = Environment(
+        **{**GOOD, "api_base_url": "https://bl\u00e5b\u00e6r.example:8443/v1"},
+        extra_token_hosts=frozenset({"[::1]:8443", "\u00e6\u00f8\u00e5.example"}),
+    )
+    assert env.api_base_url.endswith(":8443/v1")
+    assert "[::1]:8443" in env.extra_token_hosts
+    Environment(**{**GOOD, "token_url": "http://[::1]:8000/oauth/token"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(url=st.from_regex(_environments._PLAIN_URL, fullmatch=True))
+def test_urls_checked_without_httpx2_are_urls_httpx2_accepts(url: str) -> None:
+    """The fast path (no httpx2 import) accepts only URLs httpx2 parses too, so skipping
+    httpx2 for them never accepts what a request would then refuse."""
+    httpx2.URL(url)
+    httpx2.Request("GET", url)
+
+
+@settings(max_examples=300, deadline=None)
+@given(host=st.text(max_size=20), path=st.text(max_size=10))
+def test_any_url_is_accepted_or_refused_with_our_error(host: str, path: str) -> None:
+    """Whatever the text, building an Environment ends in an Environment whose URL httpx2
+    can send to, or in ConfigurationError: never another exception."""
+    url = f"https://{host}/{path}"
+    try:
+        Environment(**{**GOOD, "api_base_url": url})
+    except ConfigurationError:
+        return
+    httpx2.Request("GET", url)
+
+
+def test_builtin_environments_are_built_without_httpx2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making the three built-in environments (done at import) needs no httpx2 import, so
+    the CLI's cached-token path does not pay for it; any other URL shape does use it."""
+    monkeypatch.setitem(sys.modules, "httpx2", None)  # importing it now raises ImportError
+    for name in SEED:
+        env = get_environment(name)
+        assert Environment(**{f.name: getattr(env, f.name) for f in dataclasses.fields(env)})
+    with pytest.raises(ImportError):
+        Environment(**{**GOOD, "api_base_url": "https://bl\u00e5b\u00e6r.example"})

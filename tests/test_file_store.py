@@ -493,3 +493,128 @@ def test_fetcher_killed_mid_fetch_others_recover_with_one_fetch(
     assert sorted(r["fetches"] for r in reports) == [0, 0, 0, 1]
     assert recovery < 3.0  # no lease to wait out: the kernel freed the lock at the kill
     print(f"\nfile store: recovered {recovery:.3f} s after the lock holder was killed")
+
+
+# -- directories and paths checked at construction -------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o000])
+@pytest.mark.parametrize("operation", ["set", "delete", "lock"])
+async def test_missing_directories_are_created_0700_whatever_the_umask(
+    tmp_path: Path, operation: str, umask: int
+) -> None:
+    """set(), delete() and the fetch lock each create the token file's missing directories
+    (parents included) with mode 0700, also under a umask that would give 0755 or 0777."""
+    top = tmp_path / "cache"
+    store = FileTokenStore(top / "entur" / "tokens.json")
+    old = os.umask(umask)
+    try:
+        if operation == "set":
+            await store.set("entur-oauth:abc", b"sealed", ttl=60)
+        elif operation == "delete":
+            await store.delete("entur-oauth:abc")
+        else:
+            async with store.lock("entur-oauth:abc"):
+                pass
+    finally:
+        os.umask(old)
+    for directory in (top, top / "entur"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+async def test_an_existing_directory_keeps_its_mode(tmp_path: Path) -> None:
+    """A directory that already exists is the user's: its mode is not changed."""
+    directory = tmp_path / "shared"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    await FileTokenStore(directory / "tokens.json").set("entur-oauth:abc", b"x", ttl=60)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+
+
+def _under_a_file(tmp_path: Path) -> Path:
+    regular = tmp_path / "regular"
+    regular.write_text("x")
+    return regular / "tokens.json"
+
+
+@pytest.mark.parametrize(
+    ("make_path", "problem"),
+    [
+        (lambda tmp: "/", "names a directory"),
+        (lambda tmp: f"{tmp}/", "names a directory"),
+        (lambda tmp: tmp, "not a regular file"),
+        (_under_a_file, "cannot be reached"),
+        (lambda tmp: "/etc/hostname/tokens.json", "cannot be reached"),
+        (lambda tmp: f"{tmp}/a\x00b.json", "NUL"),
+        (lambda tmp: "", "path of a token file"),
+        (lambda tmp: b"/tmp/tokens.json", "path of a token file"),
+        (lambda tmp: f"{tmp}/{'x' * 300}.json", "cannot be reached"),
+    ],
+)
+def test_unusable_paths_are_configuration_errors(
+    tmp_path: Path, make_path: Callable[[Path], object], problem: str
+) -> None:
+    """The root, a directory, a path under a regular file, a NUL, an empty or bytes path and
+    an over-long name raise ConfigurationError at construction, never ValueError or
+    NotADirectoryError at the first token."""
+    path = make_path(tmp_path)
+    if path == "/etc/hostname/tokens.json" and not Path("/etc/hostname").is_file():
+        pytest.skip("no regular file /etc/hostname on this system")
+    with pytest.raises(ConfigurationError, match=problem):
+        FileTokenStore(path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("option", ["lock_timeout", "poll_interval"])
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "5", True, None])
+def test_bad_timing_options_are_configuration_errors_naming_them(
+    tmp_path: Path, option: str, value: object
+) -> None:
+    """Zero, negative, NaN, infinite and non-numeric timings are refused by name."""
+    with pytest.raises(ConfigurationError, match=option):
+        FileTokenStore(tmp_path / "tokens.json", **{option: value})  # type: ignore[arg-type]
+
+
+_CONSTRUCT = """
+import sys
+from entur_oauth import ConfigurationError, FileTokenStore
+try:
+    FileTokenStore(sys.argv[1])
+except ConfigurationError as exc:
+    print("ConfigurationError:", exc)
+except BaseException as exc:
+    print(type(exc).__name__)
+else:
+    print("accepted")
+"""
+
+
+def test_a_directory_the_user_may_not_enter_is_a_configuration_error(tmp_path: Path) -> None:
+    """A token file in a directory this user may not enter (no search permission) is
+    refused at construction with ConfigurationError, not PermissionError. Run in a real
+    process without the privileges that let root ignore file modes."""
+    import sys
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a directory unenterable")
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+        if subprocess.run([*prefix, "true"], capture_output=True, check=False).returncode:
+            pytest.skip("setpriv cannot drop capabilities here: cannot test as a non-root user")
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    closed.chmod(0o000)
+    try:
+        result = subprocess.run(
+            [*prefix, sys.executable, "-c", _CONSTRUCT, str(closed / "tokens.json")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+    finally:
+        closed.chmod(0o700)
+    assert result.stdout.startswith("ConfigurationError:"), result.stdout + result.stderr
+    assert "Permission denied" in result.stdout
+    assert str(closed) in result.stdout

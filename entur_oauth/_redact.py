@@ -1,0 +1,201 @@
+"""Redaction of secrets and tokens in the excerpts of response bodies that errors quote.
+
+A server may echo what it was sent in any encoding, and in a mix of them: one character
+URL-encoded, the next as a JSON ``\\uXXXX`` escape, the next as an HTML entity. So a secret
+is found with a pattern in which every character may take any of those forms (and the forms
+one more layer of escaping makes of them, such as ``\\&quot;``: a JSON body echoed in an
+HTML page), rather than by searching a few whole-string encodings.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import html.entities
+import json
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable
+
+__all__ = ["body_snippet", "is_sensitive_field", "sanitize_snippet"]
+
+_SNIPPET_LEN = 160
+_REDACTED = "[redacted]"
+# Fields whose values are credentials whatever else a body says, compared with case and
+# separators removed: access_token, accessToken, AccessToken, access-token, ACCESS_TOKEN.
+_SENSITIVE_FIELDS = frozenset({"accesstoken", "refreshtoken", "idtoken", "clientsecret"})
+# The same fields in a body that is not clean JSON: an HTML page around JSON (quotes as
+# entities), JSON inside a JSON string (quotes escaped), a form-encoded answer.
+_QUOTE = r"""(?:\\?["']|&quot;|&apos;|&#0*3[49];|&#[xX]0*2[27];|%2[27])?"""
+_SPACE = r"(?:\s|%20|\+)*"
+_SENSITIVE_PAIR = re.compile(
+    r"(?<![A-Za-z])((?:access|refresh|id)[-_ ]?token|client[-_ ]?secret)"
+    rf"({_QUOTE}{_SPACE}(?:[:=]|%3[aAdD]|&colon;|&equals;){_SPACE}{_QUOTE})"
+    r"""(?:\\/|[^"'&\s,;}<>\\])+""",
+    re.IGNORECASE,
+)
+_JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?")
+# The escape sequences whose hex digits a server may write in either case.
+_ESCAPE = re.compile(
+    r"(?P<pct>%[0-9A-Fa-f]{2})|(?P<u>\\u[0-9A-Fa-f]{4})|(?P<x>\\x[0-9A-Fa-f]{2})"
+    r"|(?P<hex>&#[xX][0-9A-Fa-f]+;)|(?P<dec>&#[0-9]+;)"
+)
+_JSON_SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "'": "\\'"}
+
+
+def sanitize_snippet(body: bytes | str, redact: Iterable[str] = ()) -> str:
+    """Return a short, printable excerpt of a response body with known secrets removed.
+
+    Each secret is removed in every form a server may echo it in (plain; URL-encoded with
+    either hex case and ``+`` for space; JSON escapes such as ``\\/`` and ``\\uXXXX``; HTML
+    named, decimal and hex entities; any mix of them, character by character), before the
+    text is shortened, so no part of it survives. The values of token-carrying fields and
+    anything shaped like a JWT are blanked too.
+    """
+    secrets = tuple(redact)
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = _redact_text(text, secrets)
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if len(text) > _SNIPPET_LEN:
+        text = text[:_SNIPPET_LEN] + "..."
+    # Again, on the short text: folding whitespace can join what was apart.
+    return _redact_text(text, secrets)
+
+
+def body_snippet(body: bytes, payload: object, redact: tuple[str, ...]) -> str:
+    """A snippet of ``body``; a JSON body is shown re-serialised with credentials removed."""
+    if payload is None:
+        return sanitize_snippet(body, redact)
+    try:
+        shown = json.dumps(_redact_json(payload, redact), ensure_ascii=False)
+    except RecursionError:
+        # Too deeply nested to walk: show nothing rather than an unredacted excerpt.
+        shown = "<deeply nested JSON>"
+    return sanitize_snippet(shown, redact)
+
+
+def is_sensitive_field(name: str) -> bool:
+    """Tell whether a field called ``name`` carries a credential, in any naming style."""
+    return re.sub(r"[^a-z0-9]", "", name.lower()) in _SENSITIVE_FIELDS
+
+
+def _redact_json(value: object, redact: tuple[str, ...]) -> object:
+    """Return ``value`` with sensitive fields and every string holding a secret blanked."""
+    if isinstance(value, dict):
+        return {
+            _redact_text(str(k), redact): (
+                _REDACTED if is_sensitive_field(str(k)) else _redact_json(v, redact)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_json(v, redact) for v in value]
+    if isinstance(value, str):
+        return _redact_text(value, redact)
+    return value
+
+
+def _redact_text(text: str, redact: tuple[str, ...]) -> str:
+    # Longest first, so a secret that contains another is removed whole.
+    for secret in sorted((s for s in redact if s), key=len, reverse=True):
+        text = _secret_pattern(secret).sub(_REDACTED, text)
+    # Bodies that are not clean JSON (an HTML page around JSON, a form-encoded answer) can
+    # still carry a token: blank the values of credential fields and anything JWT-shaped.
+    text = _SENSITIVE_PAIR.sub(lambda m: m.group(1) + m.group(2) + _REDACTED, text)
+    return _JWT_SHAPED.sub(_REDACTED, text)
+
+
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """A pattern matching ``secret`` with each character in any of its echoed forms."""
+    return re.compile("".join(_char_pattern(ch) for ch in secret))
+
+
+@functools.lru_cache(maxsize=512)
+def _char_pattern(ch: str) -> str:
+    # Cached per character (never per secret): a secret is not kept here, only the forms
+    # an alphabet of single characters takes.
+    forms = set(_forms(ch))
+    # One more layer: the forms an outer encoding makes of each form (a JSON echo inside an
+    # HTML page gives \&quot;, an HTML echo sent URL-encoded gives %26quot%3B, ...).
+    forms |= {outer(form) for form in list(forms) for outer in _OUTER}
+    # Longest first, so the widest reading is blanked; the engine backtracks if needed.
+    regexes = dict.fromkeys(_to_regex(f) for f in sorted(forms, key=len, reverse=True))
+    return "(?:" + "|".join(regexes) + ")"
+
+
+def _forms(ch: str) -> list[str]:
+    """Every single-layer form of one character a server may echo it in."""
+    code = ord(ch)
+    utf8 = ch.encode("utf-8", "surrogatepass")
+    # Hex digits in both cases: the single-layer regex accepts either anyway, but the
+    # second layer escapes the form as written (%2f and %2F become %252f and %252F).
+    forms = [ch, "".join(f"%{b:02X}" for b in utf8), "".join(f"%{b:02x}" for b in utf8)]
+    if ch == " ":
+        forms.append("+")
+    if code > 0xFFFF:
+        pair = json.dumps(ch)[1:-1]
+        forms += [pair, pair.upper().replace("\\U", "\\u")]
+    else:
+        forms += [f"\\u{code:04X}", f"\\u{code:04x}"]
+    if code < 0x100:
+        forms += [f"\\x{code:02X}", f"\\x{code:02x}"]
+    if ch in _JSON_SHORT:
+        forms.append(_JSON_SHORT[ch])
+    elif (short := json.dumps(ch)[1:-1]).startswith("\\") and len(short) == 2:
+        forms.append(short)  # \b \f \n \r \t
+    forms += [f"&#{code};", f"&#x{code:X};", f"&#x{code:x};", f"&#X{code:X};", f"&#X{code:x};"]
+    forms += ["&" + name for name in _entity_names().get(ch, ())]
+    return forms
+
+
+def _json_escape(text: str) -> str:
+    return json.dumps(text)[1:-1].replace("/", "\\/")
+
+
+def _go_json_escape(text: str) -> str:
+    # Go's encoding/json (and others) escape the HTML-special characters as \u00XX.
+    escaped = json.dumps(text)[1:-1]
+    return escaped.replace("&", "\\u0026").replace("<", "\\u003C").replace(">", "\\u003E")
+
+
+_OUTER: tuple[Callable[[str], str], ...] = (
+    html.escape,
+    functools.partial(urllib.parse.quote, safe=""),
+    functools.partial(urllib.parse.quote_plus, safe=""),
+    _json_escape,
+    _go_json_escape,
+)
+
+
+@functools.cache
+def _entity_names() -> dict[str, tuple[str, ...]]:
+    """HTML5 entity names by the single character they stand for (``"`` -> quot; ...)."""
+    names: dict[str, list[str]] = {}
+    for name, value in html.entities.html5.items():
+        if len(value) == 1:
+            names.setdefault(value, []).append(name)
+    return {ch: tuple(found) for ch, found in names.items()}
+
+
+def _to_regex(form: str) -> str:
+    """The regex for one literal form, with the hex digits of its escapes in either case."""
+    parts: list[str] = []
+    pos = 0
+    for match in _ESCAPE.finditer(form):
+        parts.append(re.escape(form[pos : match.start()]))
+        pos = match.end()
+        token = match.group()
+        if match.lastgroup == "dec":
+            # Browsers accept leading zeros and a missing semicolon.
+            parts.append(f"&\\#0*{token[2:-1]};?")
+        elif match.lastgroup == "hex":
+            parts.append(f"&\\#[xX]0*{_hex_any_case(token[3:-1].lstrip('0') or '0')};?")
+        else:
+            digits = token[-2:] if match.lastgroup in {"pct", "x"} else token[-4:]
+            parts.append(re.escape(token[: -len(digits)]) + _hex_any_case(digits))
+    parts.append(re.escape(form[pos:]))
+    return "".join(parts)
+
+
+def _hex_any_case(digits: str) -> str:
+    return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in digits)

@@ -1,0 +1,276 @@
+"""Redaction of secrets and token fields in the body excerpts that errors and logs quote."""
+
+from __future__ import annotations
+
+import html
+import html.entities
+import json
+import logging
+import urllib.parse
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from entur_oauth import RetryPolicy, TokenRequestError
+from entur_oauth._redact import body_snippet, sanitize_snippet
+from entur_oauth._secrets import fingerprint
+from entur_oauth._token import parse_token_response
+from entur_oauth.testing import FakeEntur, ScriptedResponse
+
+# Printable ASCII, space included: every character a secret may hold.
+PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
+# A character no printable-ASCII secret holds: stands in for the marker when looking for
+# the secret, so a secret that happens to spell part of "[redacted]" cannot fool the check.
+MARK = "\u2588"
+
+PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _named(ch: str) -> list[str]:
+    names = [f"&{n}" for n, v in html.entities.html5.items() if v == ch and n.endswith(";")]
+    return names or [ch]
+
+
+def _char_encodings(ch: str, *, lenient: bool = True) -> list[str]:
+    """Every single-layer form of one character, written as servers write them (and, if
+    ``lenient``, as only HTML parsers read them: a decimal entity with a leading zero)."""
+    code = ord(ch)
+    forms = [
+        ch,
+        f"%{code:02X}",
+        f"%{code:02x}",
+        f"\\u{code:04x}",
+        f"\\u{code:04X}",
+        f"&#{code};",
+        f"&#x{code:x};",
+        f"&#x{code:X};",
+        f"&#X{code:x};",
+        *_named(ch),
+    ]
+    if lenient:
+        forms.append(f"&#0{code};")
+    if ch == " ":
+        forms.append("+")
+    if ch in '"\\/':
+        forms.append("\\" + ch)
+    return forms
+
+
+def _quote_lower(text: str) -> str:
+    quoted = urllib.parse.quote(text, safe="")
+    return "%".join(
+        part[:2].lower() + part[2:] if i else part for i, part in enumerate(quoted.split("%"))
+    )
+
+
+#: Whole-string encodings of the secret, the forms a server that escapes everything gives.
+WHOLE: dict[str, Callable[[str], str]] = {
+    "plain": lambda s: s,
+    "url": lambda s: urllib.parse.quote(s, safe=""),
+    "url-lower": _quote_lower,
+    "url-plus": lambda s: urllib.parse.quote_plus(s, safe=""),
+    "json": lambda s: json.dumps(s)[1:-1],
+    "json-slash": lambda s: json.dumps(s)[1:-1].replace("/", "\\/"),
+    "json-ascii": lambda s: "".join(f"\\u{ord(c):04x}" for c in s),
+    "html": html.escape,
+    "html-noquote": lambda s: html.escape(s, quote=False),
+}
+
+#: An outer layer around the echo: a JSON body quoted in an HTML page, sent URL-encoded...
+OUTER: dict[str, Callable[[str], str]] = {
+    "none": lambda s: s,
+    "html": html.escape,
+    "url": lambda s: urllib.parse.quote(s, safe=""),
+    "url-lower": _quote_lower,
+    "json": lambda s: json.dumps(s)[1:-1],
+}
+
+
+@st.composite
+def echoed_secrets(draw: st.DrawFn, *, lenient: bool = True) -> tuple[str, str]:
+    """A secret of printable ASCII, and an echo of it: each character in a random form."""
+    secret = draw(st.text(alphabet=PRINTABLE, min_size=1, max_size=40))
+    # A secret that is a single common character would blank half of any text; real
+    # secrets are long. Short ones still run, as long as they are not just spaces.
+    assume(secret.strip())
+    echo = "".join(draw(st.sampled_from(_char_encodings(ch, lenient=lenient))) for ch in secret)
+    return secret, echo
+
+
+def _leftovers(snippet: str, secret: str, echo: str) -> list[str]:
+    """The forms of ``secret`` (and the ``echo`` itself) still present in ``snippet``."""
+    shown = snippet.replace("[redacted]", MARK)
+    found = [name for name, encode in WHOLE.items() if encode(secret) in shown]
+    if echo in shown:
+        found.append("echo")
+    return found
+
+
+@PROPERTY
+@given(echoed=echoed_secrets(lenient=False), outer=st.sampled_from(sorted(OUTER)))
+def test_an_echoed_secret_is_redacted_in_any_mix_of_encodings(
+    echoed: tuple[str, str], outer: str
+) -> None:
+    """A secret of any printable ASCII characters, each echoed URL-encoded (either hex
+    case, + for space), JSON-escaped (\\/, \\uXXXX) or as an HTML named, decimal or hex
+    entity, in any mix, and with one more layer of escaping around it, leaves no form of
+    itself in the snippet. (Leading zeros in entities are tested without the outer layer.)"""
+    secret, echo = echoed
+    echo = OUTER[outer](echo)
+    body = f"error: bad request <{echo}> end"
+    snippet = sanitize_snippet(body, [secret])
+    assert "[redacted]" in snippet
+    assert _leftovers(snippet, secret, echo) == []
+
+
+@PROPERTY
+@given(echoed=echoed_secrets(), filler=st.text(alphabet=PRINTABLE, max_size=200))
+def test_an_echoed_secret_is_redacted_wherever_it_sits_in_a_long_body(
+    echoed: tuple[str, str], filler: str
+) -> None:
+    """The secret is removed before the text is shortened, so no part of an echo beyond
+    the 160 shown characters survives, and random text around it does not hide it."""
+    secret, echo = echoed
+    snippet = sanitize_snippet(f"{filler}{echo}{filler}".encode(), [secret])
+    assert _leftovers(snippet, secret, echo) == []
+
+
+@PROPERTY
+@given(echoed=echoed_secrets())
+def test_a_secret_inside_json_is_redacted_after_decoding(echoed: tuple[str, str]) -> None:
+    """In a JSON body the strings are decoded first: the echo is found whichever
+    escapes the JSON encoder used, and in the keys as well as the values."""
+    secret, echo = echoed
+    payload = {"error_description": f"bad secret {echo}", echo: [secret]}
+    body = json.dumps(payload).encode()
+    snippet = body_snippet(body, json.loads(body), (secret,))
+    assert _leftovers(snippet, secret, echo) == []
+
+
+@pytest.mark.parametrize(
+    ("secret", "echo"),
+    [
+        ("a/b/c-9f", "a%2fb%2Fc-9f"),  # lower- and upper-case URL hex
+        ("a/b/c-9f", "a\\/b\\/c-9f"),  # JSON's \/ in a body that is not JSON
+        ("x\"y'z<1>", "x&#34;y&#39;z&lt;1&gt;"),  # decimal entities
+        ("x\"y'z<1>", "x&#x22;y&#x27;z&#x3c;1&#X3E;"),  # hex entities, both cases
+        ("x\"y'z-longer", "x&quot;y'z-longer"),  # &quot; next to a raw '
+        ("with space+plus", "with+space%2Bplus"),  # form encoding
+        ('p"w', "p\\&quot;w"),  # a JSON echo inside an HTML page
+        ("p&w!", "p%26amp%3Bw%21"),  # an HTML echo sent URL-encoded
+        ("p<w>1", "p\\u003cw\\u003e1"),  # \uXXXX, as Go's JSON writes < and >
+    ],
+)
+def test_encodings_named_in_the_hardening_report(secret: str, echo: str) -> None:
+    """Each echo the hardening report found quoted verbatim is now blanked."""
+    snippet = sanitize_snippet(f"before {echo} after", [secret])
+    assert snippet == "before [redacted] after"
+
+
+def test_snippets_stay_short_and_printable_after_redaction() -> None:
+    """Control characters become spaces and the text is cut at 160 characters plus '...'."""
+    snippet = sanitize_snippet("\x00\x1b[31m" + "y" * 500, ["secret-value"])
+    assert snippet.isprintable()
+    assert snippet.endswith("...")
+    assert len(snippet) == 163
+
+
+def test_whitespace_folded_into_a_secret_is_redacted() -> None:
+    """Folding a newline into a space cannot assemble the secret after redaction ran."""
+    assert sanitize_snippet("x a\n\tb y", ["a b"]) == "x [redacted] y"
+
+
+FIELD_STYLES = [
+    "access_token",
+    "accessToken",
+    "AccessToken",
+    "access-token",
+    "ACCESS_TOKEN",
+    "id_token",
+    "idToken",
+    "ID-TOKEN",
+    "refresh_token",
+    "refreshToken",
+    "RefreshToken",
+    "client_secret",
+    "clientSecret",
+    "Client-Secret",
+]
+VALUE = "opaque.value-0123456789_abc/def"
+
+
+def _text_bodies(field: str) -> list[str]:
+    quoted = json.dumps({field: VALUE})
+    return [
+        quoted + " trailing text",  # not valid JSON as a whole
+        f"<pre>{html.escape(quoted)}</pre>",  # JSON shown in an HTML page
+        f"<pre>{quoted}</pre>",
+        json.dumps({"detail": quoted})[1:-1],  # JSON escaped inside JSON: \"field\": \"...\"
+        f"{field}={VALUE}&token_type=bearer",  # form-encoded
+        f"{field}: {VALUE}",  # a log-like line
+        urllib.parse.quote(quoted, safe=""),  # URL-encoded JSON
+    ]
+
+
+@pytest.mark.parametrize("field", FIELD_STYLES)
+def test_token_fields_are_blanked_in_every_naming_style(field: str) -> None:
+    """access_token, accessToken, AccessToken, access-token, ACCESS_TOKEN (and the id,
+    refresh and client-secret fields alike) have their value blanked in JSON bodies, nested
+    or not, and in text bodies of every shape."""
+    payload = {"error": "server_error", "data": [{field: VALUE}], field: VALUE}
+    body = json.dumps(payload).encode()
+    assert VALUE not in body_snippet(body, payload, ())
+    for text in _text_bodies(field):
+        snippet = sanitize_snippet(text)
+        assert "opaque.value" not in snippet, text
+        assert "[redacted]" in snippet
+
+
+@pytest.mark.parametrize("text", ["invalid_token: the token expired", "error=invalid_token"])
+def test_error_codes_that_contain_a_field_name_are_kept(text: str) -> None:
+    """'invalid_token' is an error code, not an id_token field: the message keeps its words."""
+    assert sanitize_snippet(text) == text
+
+
+def test_an_access_token_field_never_reaches_the_token_error() -> None:
+    """A 500 answering {"accessToken": ...} is reported without the token."""
+    body = json.dumps({"accessToken": VALUE, "message": "upstream failed"}).encode()
+    with pytest.raises(TokenRequestError) as info:
+        parse_token_response(
+            500, {"content-type": "application/json"}, body, sent_monotonic=0, sent_wall=0
+        )
+    assert VALUE not in str(info.value)
+    assert "upstream failed" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_echoes_are_redacted_in_the_error_and_the_debug_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through the client: a token endpoint echoing the secret in mixed encodings and an
+    accessToken field leaves neither in the exception nor in any log record."""
+    secret = "s3cr/et+\"quoted\" & 'more'"
+    mixed = "s3cr%2fet%2B&quot;quoted\\u0022 &amp; &#39;more'"
+    body = json.dumps({"accessToken": VALUE, "note": mixed}) + " and " + html.escape(secret)
+    fake = FakeEntur()
+    fake.fail_token(
+        ScriptedResponse(500, body=body.encode(), headers={"content-type": "text/plain"})
+    )
+    caplog.set_level(logging.DEBUG, logger="entur_oauth")
+    async with fake.client(client_secret=secret, retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(TokenRequestError) as info:
+            await client.get("/x")
+    shown = str(info.value) + "\n" + "\n".join(r.getMessage() for r in caplog.records)
+    for leak in (VALUE, mixed, html.escape(secret), secret, "s3cr"):
+        assert leak not in shown
+    assert "[redacted]" in str(info.value)
+
+
+def test_token_fingerprints_are_kept() -> None:
+    """A token's fingerprint (a short hash) is no secret: it stays readable in a snippet,
+    while the token itself, JWT-shaped, is blanked."""
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    text = f"token {fingerprint(token)} refused: {token}"
+    assert sanitize_snippet(text) == f"token {fingerprint(token)} refused: [redacted]"
