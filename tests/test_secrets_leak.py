@@ -9,12 +9,16 @@ It runs in-process and over a real loopback socket (where httpcore2 logs its tra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import pickle
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from types import TracebackType
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -34,8 +38,16 @@ from entur_oauth import (
 )
 from entur_oauth.testing import FakeClock, FakeEntur
 
-from ._faults import ECHOED_TOKEN, FAULTS, FaultTransport, eventually
-from .conftest import LoopbackServer
+from ._faults import (
+    ECHOED_TOKEN,
+    FAULTS,
+    TOKEN_PATH,
+    Fault,
+    FaultTransport,
+    Handler,
+    eventually,
+)
+from .conftest import LoopbackServer, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -283,3 +295,211 @@ async def test_network_error_keeps_no_token_request_in_its_context(
         assert caught.value.__context__ is None
         assert not any(SENTINEL_SECRET in t for t in _exception_texts(caught.value))
         assert (await client.get("/x")).status_code == 200
+
+
+# -- frame locals and pickles (issue 11 item 1) -----------------------------------------
+
+
+def _value_texts(value: object) -> Iterator[str]:
+    """What an error reporter shows of a local: its repr, and for an httpx message the
+    headers and body it holds (a reporter that serialises objects deeply would see them)."""
+    yield repr(value)
+    if isinstance(value, str | bytes | bytearray):
+        yield value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+    if isinstance(value, httpx2.Request | httpx2.Response):
+        yield repr(value.headers.raw)
+        with suppress(httpx2.RequestNotRead, httpx2.ResponseNotRead):
+            yield value.content.decode("utf-8", "replace")
+
+
+def _below_tests(tb: TracebackType | None) -> TracebackType | None:
+    """Skip the test function's own frames (they hold the sentinels searched for)."""
+    while tb is not None and tb.tb_frame.f_code.co_name.startswith("test_"):
+        tb = tb.tb_next
+    return tb
+
+
+def _deep_texts(exc: BaseException) -> Iterator[str]:
+    """Every text reachable from ``exc``: the local variables of every frame of its
+    traceback (as ``capture_locals=True`` formats them, and walked one by one), its pickle,
+    and the same for every exception of its chain."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        error = stack.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield from _exception_texts(error)
+        formatted = traceback.TracebackException(
+            type(error), error, _below_tests(error.__traceback__), capture_locals=True
+        )
+        yield "".join(formatted.format())
+        tb = error.__traceback__
+        while tb is not None:
+            # The test's own frame holds the sentinels it searches for.
+            if not tb.tb_frame.f_code.co_name.startswith("test_"):
+                for value in tb.tb_frame.f_locals.values():
+                    yield from _value_texts(value)
+            tb = tb.tb_next
+        yield pickle.dumps(error).decode("latin-1")
+        stack += [error.__cause__, error.__context__]
+
+
+def _clean(errors: list[BaseException], sentinels: set[str]) -> list[tuple[str, str]]:
+    return [
+        (type(error).__name__, sentinel[:12])
+        for error in errors
+        for text in _deep_texts(error)
+        for sentinel in sentinels
+        if sentinel in text
+    ]
+
+
+_FAILING = [f for f in FAULTS if f.outcome != "ok"]
+
+
+@pytest.mark.parametrize("where", ["in-process", "loopback"])
+@pytest.mark.parametrize("fault", _FAILING, ids=[f.id for f in _FAILING])
+async def test_token_errors_hold_no_secret_in_frames_or_pickles(where: str, fault: Fault) -> None:
+    """Every failing token-endpoint scenario (an echoed body, a mac token, CR/LF in the
+    token, a JSON array, a form body, 401, 5xx, over 1 MiB, timeouts, connection refused):
+    the error the leading task gets and the copies its waiters get hold the secret nowhere,
+    not in a local of any frame of their tracebacks, nor in their pickles, nor in a chain."""
+    clock = FakeClock(autojump=True)
+    async with _setup(where, clock, retry=RetryPolicy(attempts=1)) as (fake, client, transport):
+        fault.install(fake, transport, clock, times=1)
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await client.get("/x")
+            except TokenRequestError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):  # one leads the fetch, two wait on it
+                tg.start_soon(call)
+        assert len(errors) == 3
+        sentinels = {SENTINEL_SECRET, ECHOED_TOKEN, *transport.tokens_seen}
+        assert not _clean(errors, sentinels)
+        for error in errors:
+            assert error.__cause__ is None
+            assert error.__context__ is None
+            assert pickle.loads(pickle.dumps(error)).args == error.args
+
+
+def test_the_frame_search_finds_a_secret_in_a_local() -> None:
+    """The frame-local search is real: a raw body left in a local of a raising frame, or
+    an httpx request holding the secret in its body, is found."""
+
+    def parse(body: bytes) -> None:
+        raise TokenRequestError("clean message")
+
+    def send(request: httpx2.Request) -> None:
+        raise TokenRequestError("clean too")
+
+    errors: list[BaseException] = []
+    for run in (
+        lambda: parse(f"client_secret={SENTINEL_SECRET}".encode()),
+        lambda: send(httpx2.Request("POST", "https://x", json={"s": SENTINEL_SECRET})),
+    ):
+        try:
+            run()
+        except TokenRequestError as exc:
+            errors.append(exc)
+    for error in errors:
+        assert _clean([error], {SENTINEL_SECRET})
+
+
+def _failing_api(error: type[httpx2.TransportError]) -> Handler:
+    async def handle(request: httpx2.Request, inner: httpx2.AsyncBaseTransport) -> httpx2.Response:
+        raise error("the API is unreachable", request=request)
+
+    return handle
+
+
+class _APIFaults(FaultTransport):
+    """Token requests pass; API requests meet ``api_fault`` while it is set."""
+
+    api_fault: Handler | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path != TOKEN_PATH and self.api_fault is not None:
+            return await self.api_fault(request, self.inner)
+        return await super().handle_async_request(request)
+
+
+@pytest.mark.parametrize(
+    "error", [httpx2.ConnectError, httpx2.ReadTimeout, httpx2.RemoteProtocolError]
+)
+async def test_api_transport_errors_keep_their_type_without_the_bearer(
+    error: type[httpx2.TransportError],
+) -> None:
+    """An API call that fails in the transport raises httpx2's own error type (so
+    ``except httpx2.ConnectError`` works), re-created: its ``.request`` carries no
+    Authorization, it has no chain, no traceback frame holds the token, nor its pickle."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    transport = _APIFaults(fake.transport())
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        await client.get("/x")
+        transport.api_fault = _failing_api(error)
+        with pytest.raises(error) as caught:
+            await client.get("/x", params={"q": "1"})
+        for stream in (False, True):
+            with pytest.raises(error):
+                await client.send(client.build_request("GET", "/y"), stream=stream)
+    exc = caught.value
+    assert "the API is unreachable" in str(exc)
+    assert "authorization" not in exc.request.headers
+    assert exc.request.url.path == "/x"
+    assert exc.__cause__ is None
+    assert exc.__context__ is None
+    assert not _clean([exc], {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+async def test_api_connection_refused_over_a_socket_holds_no_token() -> None:
+    """Over real sockets: the token comes from a loopback fake, the API port refuses the
+    connection; the httpx2.ConnectError raised holds the token nowhere."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    with LoopbackServer(fake) as server:
+        closed = f"http://127.0.0.1:{free_port()}"
+        env = fake.environment(server.url)
+        env = dataclasses.replace(env, api_base_url=closed)
+        async with EnturClient(
+            fake.client_id,
+            SENTINEL_SECRET,
+            client_name="test-app",
+            environment=env,
+            token_store=MemoryTokenStore(),
+        ) as client:
+            with pytest.raises(httpx2.ConnectError) as caught:
+                await client.get("/x")
+    assert fake.all_issued_tokens
+    assert "authorization" not in caught.value.request.headers
+    assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+async def test_a_streamed_body_that_breaks_off_raises_without_the_bearer() -> None:
+    """A streamed API response whose body breaks off while the caller reads it: the
+    httpx2.ReadError carries the request without Authorization."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+
+    async def broken(request: httpx2.Request, inner: httpx2.AsyncBaseTransport) -> httpx2.Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"partial"
+            raise httpx2.ReadError("connection reset by peer")
+
+        return httpx2.Response(200, content=chunks(), request=request)
+
+    transport = _APIFaults(fake.transport())
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        await client.get("/x")
+        transport.api_fault = broken
+        with pytest.raises(httpx2.ReadError) as caught:
+            async with client.stream("GET", "/x") as response:
+                await response.aread()
+    assert "authorization" not in caught.value.request.headers
+    assert not any(
+        token in text for text in _exception_texts(caught.value) for token in fake.all_issued_tokens
+    )
