@@ -283,10 +283,7 @@ class EnturClient(AsyncOAuth2Client):
                 "with credentials (or ENTUR_CLIENT_ID/ENTUR_CLIENT_SECRET) for partner APIs."
             )
         self._check_loop()
-        token = manager.token
-        if token is None or manager.clock.monotonic() >= manager.advisory_at:
-            token = await manager.get()
-        return token
+        return await manager.token()
 
     async def ensure_active_token(self, token: Any = None) -> bool:
         """authlib's hook, answered by the token manager (fetches with ``audience``)."""
@@ -477,9 +474,7 @@ class EnturClient(AsyncOAuth2Client):
             )
             detail = _NO_TOKEN_DETAIL if manager is None else _WITHHELD_DETAIL
             return await self._raise_for_entur_status(request, response, stream, detail)
-        token = manager.token
-        if token is None or manager.clock.monotonic() >= manager.advisory_at:
-            token = await manager.get()
+        token = await manager.token()
         request.headers["Authorization"] = token.authorization
         response = await _httpx_send(
             self,
@@ -499,7 +494,7 @@ class EnturClient(AsyncOAuth2Client):
             if _replayable(request.stream):
                 await response.aclose()
                 logger.debug("API answered %d; retrying once with a new token", status)
-                token = await manager.get()
+                token = await manager.token()
                 request.headers["Authorization"] = token.authorization
                 response = await _httpx_send(
                     self,
@@ -585,7 +580,7 @@ class EnturClient(AsyncOAuth2Client):
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         manager = self._manager
-        if manager is not None and manager.refresh.background:
+        if manager is not None:
             self._check_loop()
             self._exit_stack = AsyncExitStack()
             task_group = self._task_group
@@ -593,8 +588,8 @@ class EnturClient(AsyncOAuth2Client):
                 task_group = await self._exit_stack.enter_async_context(anyio.create_task_group())
             # Stop the refresher on exit, also when it runs in the user's task group
             # (which would otherwise wait for it forever).
-            self._exit_stack.callback(manager.stop_refresher)
-            await task_group.start(manager.run_refresher)
+            self._exit_stack.callback(manager.stop)
+            await manager.start(task_group)
         return self
 
     async def __aexit__(
