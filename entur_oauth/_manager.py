@@ -10,7 +10,6 @@ look again and one of them fetches.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import random
@@ -19,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from ._clock import Clock
 from ._codec import TokenCodec
@@ -28,7 +27,7 @@ from ._policy import RefreshPolicy, RetryPolicy
 from ._stores import TokenStore
 from ._token import Token
 
-__all__ = ["TokenManager"]
+__all__ = ["FetchOnce", "OnToken", "TokenManager"]
 
 logger = logging.getLogger("entur_oauth")
 
@@ -37,6 +36,8 @@ _STORE_CLOCK_SKEW = 60.0
 
 #: Performs one token request (no retries) and returns the parsed token.
 FetchOnce = Callable[[], Awaitable[Token]]
+#: Awaited with each new token the manager starts using (fetched or taken from the store).
+OnToken = Callable[[Token], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -47,6 +48,8 @@ class _Flight:
     token: Token | None = None
     #: Set when the fetch failed; ``None`` with no token means the fetcher was cancelled.
     error: Exception | None = None
+    #: Run in the manager's task group rather than by the caller that started it.
+    shared: bool = False
 
 
 class TokenManager:
@@ -73,8 +76,11 @@ class TokenManager:
         store_key: str = "",
         codec: TokenCodec | None = None,
         rng: random.Random | None = None,
+        on_token: OnToken | None = None,
     ) -> None:
         self._fetch_once = fetch_once
+        self._on_token = on_token
+        self._task_group: TaskGroup | None = None
         self.clock = clock
         self.refresh = refresh
         self.retry = retry
@@ -82,9 +88,9 @@ class TokenManager:
         self._store_key = store_key
         self._codec = codec
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        #: The current token; read without a lock by the client's fast path.
-        self.token: Token | None = None
-        #: Monotonic time at which the advisory window of ``token`` starts.
+        #: The current token; read without a lock by the fast path of :meth:`token`.
+        self.current: Token | None = None
+        #: Monotonic time at which the advisory window of ``current`` starts.
         self.advisory_at: float = float("-inf")
         self._mandatory_at: float = float("-inf")
         self._flight: _Flight | None = None
@@ -114,7 +120,7 @@ class TokenManager:
         return self._mandatory_at
 
     def __repr__(self) -> str:
-        token = self.token
+        token = self.current
         shown = token.fingerprint if token is not None else None
         return (
             f"<TokenManager token={shown!r} fetches={self.fetches} rounds={self.rounds} "
@@ -123,17 +129,31 @@ class TokenManager:
 
     # -- the paths a request takes -------------------------------------------------------
 
-    async def get(self) -> Token:
+    async def token(self) -> Token:
         """Return a token that is valid now, renewing it if the policy says so.
+
+        The one method the client calls per request. A valid token outside its advisory
+        window is returned at once (no lock, no other await); otherwise this task joins or
+        leads the single-flight fetch (the shared store first, then the endpoint).
 
         Raises:
             TokenRequestError: No token outside its mandatory window exists and none
                 could be fetched (every waiter of a failed round gets a copy of its error).
         """
+        token = self.current
+        if token is not None and self.clock.monotonic() < self.advisory_at:
+            return token
+        return await self._slow_token()
+
+    async def get(self) -> Token:
+        """The name the client used before :meth:`token`; kept until it switches."""
+        return await self.token()
+
+    async def _slow_token(self) -> Token:
         counted = False
         while True:
             now = self.clock.monotonic()
-            token = self.token
+            token = self.current
             if token is not None and now < self._mandatory_at:
                 if (
                     now < self.advisory_at
@@ -145,38 +165,81 @@ class TokenManager:
                 # Advisory window and nobody renewing: this task renews; every other
                 # request goes on with the still-valid token meanwhile.
                 self._count_wait(token, now)
-                try:
-                    return await self._lead(advisory=True)
-                except Exception:  # logged and backed off in _lead
-                    return token
+                flight = await self._lead(advisory=True)
+                renewed = await self._join(flight, advisory=True, led=True)
+                return renewed if renewed is not None else token
             if not counted:
                 counted = True
                 self._count_wait(token, now)
-            flight = self._flight
-            if flight is None:
-                return await self._lead(advisory=False)
-            await flight.done.wait()
-            if flight.token is not None:
-                return flight.token
-            if flight.error is not None:
-                raise _copy_error(flight.error)
+            joined = self._flight
+            flight = joined or await self._lead(advisory=False)
+            result = await self._join(flight, advisory=False, led=joined is None)
+            if result is not None:
+                return result
             # The fetching task was cancelled before it finished: go round, and this task
             # (or another waiter) starts a new fetch.
+
+    async def _join(self, flight: _Flight, *, advisory: bool, led: bool = False) -> Token | None:
+        """Wait for ``flight``: its token, ``None`` if it was cancelled, or its error.
+
+        The task that started the round (``led``) gets the error itself, every other one
+        a copy. An advisory round that failed answers ``None`` too (it was logged and
+        backed off; the old token keeps serving).
+        """
+        await flight.done.wait()
+        if flight.token is not None:
+            return flight.token
+        if flight.error is not None and not advisory:
+            raise flight.error if led else _copy_error(flight.error)
+        task_group = self._task_group
+        if flight.shared and task_group is not None and task_group.cancel_scope.cancel_called:
+            # The task group itself is being cancelled: fetch in the callers' tasks again.
+            self._task_group = None
+        return None
 
     def _count_wait(self, token: Token | None, now: float) -> None:
         self.waits += 1
         if token is not None and now < token.expires_at:
             self.valid_waits += 1
 
-    async def invalidate(self, token: Token) -> None:
-        """Drop ``token`` after the API rejected it, unless another task already replaced it."""
-        if self.token is not token:
-            return
+    async def renew(self) -> Token:
+        """Force a new token through the single flight (``await client.fetch_token()``).
+
+        A fetch already in flight is joined only if it started after this call; the new
+        token is installed, saved to the store and counted, and later calls get it.
+
+        Raises:
+            TokenRequestError: The token could not be fetched.
+        """
+        stale = self._flight
+        while True:
+            joined = self._flight
+            if joined is not None and joined is stale:
+                await joined.done.wait()
+                continue
+            flight = joined or await self._lead(advisory=False, force=True)
+            result = await self._join(flight, advisory=False, led=joined is None)
+            if result is not None:
+                return result
+            stale = None
+
+    def seed(self, token: Token) -> None:
+        """Install ``token`` as the current one, without any request (``token=``)."""
+        self._install(token)
+
+    async def invalidate(self, token: Token) -> bool:
+        """Drop ``token`` after the API rejected it, unless another task already replaced it.
+
+        Returns:
+            True: the caller may retry once with :meth:`token`.
+        """
+        if self.current is not token:
+            return True
         logger.debug("token %s rejected by the API; discarding it", token.fingerprint)
         # Remembered before the first await below: a task that fetches meanwhile must not
         # take this very token back from the store before it is deleted there.
         self._rejected.append(token.fingerprint)
-        self.token = None
+        self.current = None
         self.advisory_at = self._mandatory_at = float("-inf")
         self._wake_refresher()
         if self._store is not None and self._codec is not None:
@@ -190,34 +253,75 @@ class TokenManager:
                     await self._store.delete(self._store_key, expected=raw)
             except Exception as exc:  # a store fault must not fail the request
                 _store_warning("delete", exc)
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, task_group: TaskGroup) -> None:
+        """Run shared fetches (and the background refresher, if asked) in ``task_group``.
+
+        A fetch started there goes on when the caller that started it is cancelled, for
+        the callers still waiting on it (called by ``EnturClient.__aenter__``).
+        """
+        self._task_group = task_group
+        if self.refresh.background:
+            await task_group.start(self.run_refresher)
+
+    def stop(self) -> None:
+        """Stop the refresher and forget the task group (before it closes)."""
+        self._task_group = None
+        self.stop_refresher()
 
     # -- fetching ------------------------------------------------------------------------
 
-    async def _lead(self, *, advisory: bool) -> Token:
+    async def _lead(self, *, advisory: bool, force: bool = False) -> _Flight:
+        """Run a fetch round: in the task group if there is one (returns at once), else here."""
         flight = self._flight = _Flight()
         self.rounds += 1
         if self.refresh.background and not self.background_running:
             self._warn_no_refresher()
-        if advisory and self.token is not None:
-            logger.debug("token %s is in its refresh window; renewing it", self.token.fingerprint)
+        if advisory and self.current is not None:
+            logger.debug("token %s is in its refresh window; renewing it", self.current.fingerprint)
+        task_group = self._task_group
+        if task_group is not None:
+            flight.shared = True
+            task_group.start_soon(self._fly, flight, advisory, force)
+        else:
+            await self._fly(flight, advisory, force)
+        return flight
+
+    async def _fly(self, flight: _Flight, advisory: bool, force: bool) -> None:
         try:
             # The token we hold is never its own replacement, whichever window we are in:
             # the store holds it too (we put it there).
-            token = await self._acquire(replacing=self.token)
+            token = await self._acquire(replacing=self.current, force=force)
+            self._install(token)
+            await self._announce(token)
         except Exception as exc:
             # Cancellation (and other BaseExceptions) leave ``error`` unset: the waiters
             # then fetch again themselves instead of failing with someone else's cancel.
-            flight.error = exc
+            flight.error = _detached(exc) if isinstance(exc, TokenRequestError) else exc
             if advisory:
                 self._advisory_failed(exc)
-            raise
         else:
             flight.token = token
-            self._install(token)
-            return token
         finally:
-            self._flight = None
+            if self._flight is flight:
+                self._flight = None
             flight.done.set()
+
+    async def _announce(self, token: Token) -> None:
+        """Await ``on_token`` with a new token; its failure does not fail the fetch."""
+        if self._on_token is None:
+            return
+        try:
+            await self._on_token(token)
+        except Exception as exc:
+            # Only the type: a hook's message may quote the token it was handed.
+            logger.warning(
+                "the on_token/update_token hook failed (%s); the new token is used anyway",
+                type(exc).__name__,
+            )
 
     def _warn_no_refresher(self) -> None:
         # The refresher starts only in ``async with client`` (in the client's own task group
@@ -234,7 +338,7 @@ class TokenManager:
 
     def _install(self, token: Token) -> None:
         advisory, mandatory = self.refresh.windows(token.lifetime, self._rng)
-        self.token = token
+        self.current = token
         self._mandatory_at = token.expires_at - mandatory
         self.advisory_at = token.expires_at - advisory
         self._failures = 0
@@ -261,7 +365,7 @@ class TokenManager:
             next_try = min(next_try, self._mandatory_at)
         self._next_try_at = next_try
         reason = str(exc) if isinstance(exc, TokenRequestError) else type(exc).__name__
-        token = self.token
+        token = self.current
         # Warn once per run of failures: the old token still serves, so this is not an
         # error yet, and a warning per try would flood the log of a long outage. The
         # decision itself (with the token it concerns) is always logged at DEBUG.
@@ -280,10 +384,11 @@ class TokenManager:
             next_try - now,
         )
 
-    async def _acquire(self, *, replacing: Token | None) -> Token:
+    async def _acquire(self, *, replacing: Token | None, force: bool = False) -> Token:
+        """A token from the store (unless ``force``), else from the endpoint, stored."""
         if self._store is None:
             return await self._fetch_with_retries()
-        token = await self._from_store(replacing)
+        token = None if force else await self._from_store(replacing)
         if token is not None:
             return token
         try:
@@ -294,7 +399,7 @@ class TokenManager:
             return await self._fetch_with_retries()
         try:
             # Another process may have fetched while we waited for the lock.
-            token = await self._from_store(replacing)
+            token = None if force else await self._from_store(replacing)
             if token is not None:
                 return token
             token = await self._fetch_with_retries()
@@ -482,7 +587,7 @@ class TokenManager:
             self._refresher_scope.cancel()
 
     async def _refresh_once(self) -> None:
-        if self.token is None:
+        if self.current is None:
             await self._nap(None)  # until a request fetches the first token
             return
         delay = max(self.advisory_at, self._next_try_at) - self.clock.monotonic()
@@ -493,8 +598,8 @@ class TokenManager:
         if flight is not None:
             await flight.done.wait()
             return
-        with contextlib.suppress(Exception):  # logged and backed off in _lead
-            await self._lead(advisory=True)
+        flight = await self._lead(advisory=True)  # a failure is logged and backed off
+        await flight.done.wait()
 
     async def _nap(self, seconds: float | None) -> None:
         """Sleep on the clock (``None``: until woken), waking early when the token changes."""

@@ -7,7 +7,7 @@ import asyncio
 import gc
 import warnings
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -52,12 +52,18 @@ def gate(entur: FakeEntur) -> TokenGate:
 
 @asynccontextmanager
 async def _client(
-    entur: FakeEntur, clock: FakeClock, gate: TokenGate | None = None, **kwargs: Any
+    entur: FakeEntur,
+    clock: FakeClock,
+    gate: TokenGate | None = None,
+    *,
+    entered: bool = True,
+    **kwargs: Any,
 ) -> AsyncIterator[tuple[EnturClient, TokenManager, MemoryTokenStore]]:
+    """The client in ``async with`` (``entered``), or used without it and closed after."""
     store = MemoryTokenStore()
     transport = httpx2.ASGITransport(app=gate) if gate is not None else entur.transport()
     client = entur.client(transport=transport, clock=clock, token_store=store, **kwargs)
-    async with client:
+    async with client if entered else aclosing(client):
         manager = client._manager
         assert manager is not None
         yield client, manager, store
@@ -155,11 +161,11 @@ async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
 async def test_cancelling_the_fetching_task_hands_the_fetch_to_a_waiter(
     entur: FakeEntur, clock: FakeClock, gate: TokenGate
 ) -> None:
-    """The task that fetches is cancelled (anyio cancel scope, which is a trio cancel
-    scope on trio) while its request hangs: the 10 waiters are not failed with its
-    cancellation; one of them fetches, all succeed, nothing stays held."""
+    """Outside ``async with``, the task that fetches is cancelled (anyio cancel scope,
+    which is a trio cancel scope on trio) while its request hangs: the 10 waiters are not
+    failed with its cancellation; one of them fetches, all succeed, nothing stays held."""
     statuses: list[int] = []
-    async with _client(entur, clock, gate) as (client, manager, store):
+    async with _client(entur, clock, gate, entered=False) as (client, manager, store):
         gate.close()
         leader_scope = anyio.CancelScope()
 
@@ -215,9 +221,9 @@ async def test_cancelling_waiters_leaves_the_fetch_and_the_client_alone(
 async def test_native_cancellation_of_the_fetching_task(
     entur: FakeEntur, clock: FakeClock, gate: TokenGate, anyio_backend: str
 ) -> None:
-    """asyncio's Task.cancel() on asyncio, trio's own CancelScope on trio: the fetch is
-    abandoned cleanly and the next request fetches."""
-    async with _client(entur, clock, gate) as (client, manager, store):
+    """Outside ``async with``: asyncio's Task.cancel() on asyncio, trio's own CancelScope
+    on trio: the fetch is abandoned cleanly and the next request fetches."""
+    async with _client(entur, clock, gate, entered=False) as (client, manager, store):
         gate.close()
         if anyio_backend == "asyncio":
             task = asyncio.get_running_loop().create_task(client.get("/x"))

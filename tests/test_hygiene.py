@@ -31,7 +31,7 @@ async def test_repr_shows_environment_and_client_id_only() -> None:
     fake = FakeEntur(client_secret=SENTINEL_SECRET)
     async with fake.client() as client:
         token = await client.get_access_token()
-        texts = [repr(client), str(client), repr(client._manager.token), repr(vars(client))]  # type: ignore[union-attr]
+        texts = [repr(client), str(client), repr(client._manager.current), repr(vars(client))]  # type: ignore[union-attr]
     assert "environment='fake'" in texts[0]
     assert "client_id='fake-client-id'" in texts[0]
     for text in texts:

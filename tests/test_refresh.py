@@ -143,7 +143,7 @@ async def test_advisory_window_one_task_renews_while_the_others_go_on(
         manager,
     ):
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         assert old is not None
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
         gate.close()
@@ -153,9 +153,9 @@ async def test_advisory_window_one_task_renews_while_the_others_go_on(
             with anyio.fail_after(5):
                 for _ in range(30):
                     assert (await client.get("/x")).status_code == 200
-            assert manager.token is old
+            assert manager.current is old
             gate.open()
-        assert manager.token is not old
+        assert manager.current is not old
         assert entur.token_count == 2
         # The renewer waited; nobody else did.
         assert (manager.waits, manager.valid_waits) == (2, 1)
@@ -173,13 +173,13 @@ async def test_failed_advisory_renewal_warns_once_backs_off_and_keeps_the_token(
     caplog.set_level(logging.DEBUG, logger="entur_oauth")
     async with _client(entur, clock, retry=ONE_TRY) as (client, manager):
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
         entur.fail_token(503, times=1000)
         for _ in range(10):
             assert (await client.get("/x")).status_code == 200
         assert entur.token_count == 2
-        assert manager.token is old
+        assert manager.current is old
         assert len(_warnings(caplog)) == 1
         assert "keeps serving" in _warnings(caplog)[0].getMessage()
         clock.advance(29)
@@ -199,7 +199,7 @@ async def test_failed_advisory_renewal_warns_once_backs_off_and_keeps_the_token(
         clock.advance(145)  # the third back-off is at most 144 s
         await client.get("/x")
         assert entur.token_count == 5
-        assert manager.token is not old
+        assert manager.current is not old
 
 
 async def test_failed_renewal_honours_retry_after_for_the_next_try(
@@ -237,11 +237,11 @@ async def test_mandatory_window_waits_for_the_new_token(entur: FakeEntur, clock:
     """In the last 60 s a request does not use the old token: it waits for the new one."""
     async with _client(entur, clock) as (client, manager):
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         assert old is not None
         clock.advance(manager.mandatory_at - clock.monotonic() + 1)
         assert (await client.get("/x")).status_code == 200
-        assert manager.token is not old
+        assert manager.current is not old
         assert entur.api_requests[-1].headers["authorization"] != f"Bearer {old.access_token}"
         assert entur.token_count == 2
 
@@ -284,9 +284,9 @@ async def test_background_refresher_renews_before_any_request_needs_it(
     ):
         assert entur.token_count == 0  # opening the client fetches nothing
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
-        await eventually(lambda: manager.token is not old)
+        await eventually(lambda: manager.current is not old)
         assert entur.token_count == 2
         waits = manager.waits
         for _ in range(10):
@@ -304,7 +304,7 @@ async def test_background_refresher_survives_failures_and_warns_once(
     policy = RefreshPolicy(background=True)
     async with _client(entur, clock, refresh=policy, retry=ONE_TRY) as (client, manager):
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         entur.fail_token(503, times=3)
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
         await eventually(lambda: entur.token_count == 2)
@@ -314,7 +314,7 @@ async def test_background_refresher_survives_failures_and_warns_once(
             clock.advance(720)
             await eventually(lambda: entur.token_count == expected)  # noqa: B023
             assert (await client.get("/x")).status_code == 200
-        await eventually(lambda: manager.token is not old)
+        await eventually(lambda: manager.current is not old)
         assert entur.token_count == 5
         assert len(_warnings(caplog)) == 1
         assert manager.valid_waits == 0
@@ -333,11 +333,11 @@ async def test_background_refresher_wakes_for_a_shorter_lived_replacement(
         entur.expires_in = 600
         entur.revoke_all()
         assert (await client.get("/x")).status_code == 200  # 401, then a 10-minute token
-        short = manager.token
+        short = manager.current
         assert short is not None
         assert short.lifetime == 600
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
-        await eventually(lambda: manager.token is not short)
+        await eventually(lambda: manager.current is not short)
         assert entur.token_count == 3
         assert manager.valid_waits == 0
 
@@ -353,9 +353,9 @@ async def test_background_refresher_in_the_users_task_group(
             manager = _manager(client)
             assert manager.background_running
             await client.get("/x")
-            old = manager.token
+            old = manager.current
             clock.advance(manager.advisory_at - clock.monotonic() + 1)
-            await eventually(lambda: manager.token is not old)
+            await eventually(lambda: manager.current is not old)
         tg.cancel_scope.cancel()
     assert entur.token_count == 2
 
@@ -453,7 +453,7 @@ async def test_each_decision_is_logged_at_debug_with_fingerprints_never_tokens(
         # A fetch, and a retry after one 503.
         entur.fail_token(503)
         await client.get("/x")
-        first = manager.token
+        first = manager.current
         assert first is not None
         assert _debug(caplog, "fetching a token (attempt 1 of 2)")
         assert _debug(caplog, "fetching a token (attempt 2 of 2)")
@@ -464,13 +464,13 @@ async def test_each_decision_is_logged_at_debug_with_fingerprints_never_tokens(
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
         entur.fail_token(503, times=2)
         await client.get("/x")
-        assert manager.token is first
+        assert manager.current is first
         assert _debug(caplog, f"token {first.fingerprint} is in its refresh window")
         (backoff,) = _debug(caplog, f"renewal of token {first.fingerprint} failed 1 time")
         assert re.search(r"backing off \d+\.\d s", backoff)
         clock.advance(40)  # past the first back-off (30 s * up to 1.2)
         await client.get("/x")
-        second = manager.token
+        second = manager.current
         assert second is not None
         assert second is not first
         assert _debug(caplog, f"fetched token {second.fingerprint}")
@@ -511,7 +511,7 @@ async def test_expiry_counts_from_just_before_the_request(
 
     async with _client(entur, clock, transport=Slow(entur.transport())) as (client, manager):
         await client.get_access_token()
-        token = manager.token
+        token = manager.current
         assert token is not None
         assert token.expires_at == pytest.approx(DAY)
 
@@ -525,8 +525,8 @@ async def test_expiry_is_the_earlier_of_expires_in_and_exp(
     transport.add(with_fields({"expires_in": expires_in}, transport))
     async with _client(entur, clock, transport=transport) as (client, manager):
         await client.get_access_token()
-        assert manager.token is not None
-        assert manager.token.lifetime == pytest.approx(lifetime, abs=1)
+        assert manager.current is not None
+        assert manager.current.lifetime == pytest.approx(lifetime, abs=1)
 
 
 @pytest.mark.parametrize("jump", [-2 * DAY, -3600, 3600, 2 * DAY])
@@ -588,7 +588,7 @@ async def test_absurd_expires_in_never_crashes_or_caches_forever(
             for _ in range(50):
                 tg.start_soon(client.get, "/x")
         assert issued[0] == 1
-        token = manager.token
+        token = manager.current
         assert token is not None
         assert token.lifetime == pytest.approx(lifetime)
         clock.advance(lifetime)
@@ -615,7 +615,7 @@ async def test_invalidate_drops_only_the_token_still_cached(clock: FakeClock) ->
     second = await manager.get()
     assert second.access_token == "second"
     await manager.invalidate(first)  # late 401 for the old token
-    assert manager.token is second
+    assert manager.current is second
     assert (await manager.get()) is second
 
 

@@ -223,7 +223,7 @@ async def test_token_response_quirk_is_accepted(
     fault.install(entur, transport, clock)
     async with _client(entur, transport, clock) as client:
         assert (await client.get("/x")).status_code == 200
-        token = _manager(client).token
+        token = _manager(client).current
         assert token is not None
         assert token.lifetime == pytest.approx(86400, abs=1)
     assert transport.token_requests == 1

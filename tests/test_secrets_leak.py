@@ -167,7 +167,7 @@ def _reprs(client: EnturClient, clock: FakeClock) -> list[tuple[str, str]]:
         "client vars": vars(client),
         "manager": manager,
         "manager vars": vars(manager),
-        "token": manager.token,
+        "token": manager.current,
         "refresh": manager.refresh,
         "retry": manager.retry,
         "secret": client.client_secret,
@@ -198,7 +198,7 @@ async def test_fault_matrix_leaks_no_secret_or_token(
             # The client is usable after each one; and each leaves a token to look for.
             with leaks.expect(EnturError):
                 assert (await client.get("/x")).status_code == 200
-            await client._manager.invalidate(client._manager.token)  # type: ignore[union-attr, arg-type]
+            await client._manager.invalidate(client._manager.current)  # type: ignore[union-attr, arg-type]
         # API faults: 401 retried with a new token, 401 twice, 403, 408 twice.
         fake.revoke_all()
         assert (await client.get("/x")).status_code == 200
@@ -236,7 +236,7 @@ async def test_failed_renewals_and_the_refresher_leak_nothing(
         manager = client._manager
         assert manager is not None
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         echo = next(f for f in FAULTS if f.id == "http-200-with-error")
         echo.install(fake, transport, clock, times=2)
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
@@ -246,7 +246,7 @@ async def test_failed_renewals_and_the_refresher_leak_nothing(
         await eventually(lambda: transport.token_requests == 3)
         await eventually(lambda: manager._flight is None and clock.next_deadline() is not None)
         clock.advance(1500)
-        await eventually(lambda: manager.token is not old)
+        await eventually(lambda: manager.current is not old)
         assert (await client.get("/x")).status_code == 200
         leaks.texts += _reprs(client, clock)
     assert any(r.levelno == logging.WARNING for r in debug_logs.records)
