@@ -443,26 +443,14 @@ class EnturClient(_TokenSurface):
         self._exit_stack: AsyncExitStack | None = None
         self._loop: object = None
         self._token_origins = _origins(env)
-        token_url = httpx2.URL(env.token_url)
-        self._token_url = token_url
-        self._token_key = (token_url.scheme, token_url.host, token_url.port, token_url.path)
+        self._token_url = url = httpx2.URL(env.token_url)
+        self._token_key = (url.scheme, url.host, url.port, url.path)
         self._manager: TokenManager | None = None
         if client_id is not None and secret is not None:
             method = (_AUTH_METHOD, _json_client_auth(env.audience))
             AsyncOAuth2Client.register_client_auth_method(self, method)
-            key = store_key(env.token_url, env.audience, client_id)
-            grant = Grant(
-                self, url=env.token_url, audience=env.audience, clock=clock, timeout=retry.timeout
-            )
-            self._manager = TokenManager(
-                grant,
-                clock=clock,
-                refresh=refresh or RefreshPolicy(),
-                retry=retry,
-                store=token_store if token_store is not None else default_memory_store(),
-                store_key=key,
-                codec=TokenCodec(secret, key),
-                on_token=self._on_token,
+            self._manager = _manager_for(
+                self, client_id, secret=secret, store=token_store, refresh=refresh, retry=retry
             )
             if seed is not None:
                 self._manager.seed(seed)
@@ -681,6 +669,30 @@ async def _raise_for_entur_status(
     url = request.url.copy_with(query=None)
     message = template.format(url=url, env=client.environment.name, detail=detail)
     raise error_class(message, request=request, response=response)
+
+
+def _manager_for(
+    client: EnturClient,
+    client_id: str,
+    *,
+    secret: Secret,
+    store: TokenStore | None,
+    refresh: RefreshPolicy | None,
+    retry: RetryPolicy,
+) -> TokenManager:
+    """Return the token manager of a partner client: it fetches through the client's grant."""
+    env, clock = client.environment, client._clock
+    key = store_key(env.token_url, env.audience, client_id)
+    return TokenManager(
+        Grant(client, url=env.token_url, audience=env.audience, clock=clock, timeout=retry.timeout),
+        clock=clock,
+        refresh=refresh or RefreshPolicy(),
+        retry=retry,
+        store=store if store is not None else default_memory_store(),
+        store_key=key,
+        codec=TokenCodec(secret, key),
+        on_token=client._on_token,
+    )
 
 
 def _check_settings(
