@@ -134,8 +134,8 @@ def _mapped(exc: Exception, url: str, secret: object) -> TokenRequestError:
         # redacted all the same, as a proxy's error text may quote anything.
         detail = sanitize_snippet(str(exc), _redact(secret))
         return TokenRequestError(
-            f"Could not reach the token endpoint {url} ({name}: {detail}); it is retried "
-            "automatically. Check the network, proxy and DNS.",
+            f"Could not reach the token endpoint {url} ({name}: {detail}); check the "
+            "network, proxy and DNS.",
             retryable=True,
         )
     if isinstance(exc, httpx2.HTTPStatusError):
