@@ -188,7 +188,9 @@ class _TokenSurface(AsyncOAuth2Client):
     async def _current_token(self) -> Token:
         return await self._token_manager().token()
 
-    async def fetch_token(self, url: str | None = None, body: str = "", **kwargs: Any) -> Any:
+    async def fetch_token(
+        self, url: str | None = None, body: str = "", **kwargs: Any
+    ) -> OAuth2Token:
         """Fetch a new token now (authlib's method, through the shared token manager).
 
         Every task of this client uses the new token from then on, and a shared store
