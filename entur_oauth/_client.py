@@ -25,6 +25,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -162,6 +163,7 @@ class _TokenSurface(AsyncOAuth2Client):
     _manager: TokenManager | None
     _clock: Clock
     _loop: object
+    _loop_probe: Callable[[], object]
     _task_group: TaskGroup | None
     _exit_stack: AsyncExitStack | None
 
@@ -288,6 +290,11 @@ class _TokenSurface(AsyncOAuth2Client):
         loop = current_loop()
         if self._loop is None:
             self._loop = loop
+            asyncio = sys.modules.get("asyncio")
+            if loop is not None and asyncio is not None and loop is asyncio._get_running_loop():
+                # asyncio's C accessor alone answers send's per-request check (None under
+                # trio or outside a loop, another loop in a second asyncio.run: both differ).
+                self._loop_probe = asyncio._get_running_loop
         elif loop is not self._loop:
             advice = (
                 "Close it in the event loop that used it (async with EnturClient(...) inside "
@@ -444,6 +451,7 @@ class EnturClient(_TokenSurface):
         self._task_group = task_group
         self._exit_stack: AsyncExitStack | None = None
         self._loop: object = None
+        self._loop_probe: Callable[[], object] = current_loop
         self._token_origins = _origins(env)
         self._token_url = url = httpx2.URL(env.token_url)
         self._token_key = (url.scheme, url.host, url.port, url.path)
@@ -545,7 +553,7 @@ class EnturClient(_TokenSurface):
         follow_redirects: bool | Any = _USE_DEFAULT,
     ) -> httpx2.Response:
         """Send ``request``, adding the bearer token when it goes to the API's own hosts."""
-        if current_loop() is not self._loop:
+        if self._loop_probe() is not self._loop:
             self._check_loop()
         url = request.url
         manager = self._manager
