@@ -290,11 +290,7 @@ class _TokenSurface(AsyncOAuth2Client):
         loop = current_loop()
         if self._loop is None:
             self._loop = loop
-            asyncio = sys.modules.get("asyncio")
-            if loop is not None and asyncio is not None and loop is asyncio._get_running_loop():
-                # asyncio's C accessor alone answers send's per-request check (None under
-                # trio or outside a loop, another loop in a second asyncio.run: both differ).
-                self._loop_probe = asyncio._get_running_loop
+            self._loop_probe = _loop_probe(loop)
         elif loop is not self._loop:
             advice = (
                 "Close it in the event loop that used it (async with EnturClient(...) inside "
@@ -703,6 +699,28 @@ def _manager_for(
         codec=TokenCodec(secret, key),
         on_token=client._on_token,
     )
+
+
+def _loop_probe(loop: object) -> Callable[[], object]:
+    """Return the cheapest call that gives ``loop`` back while it runs, and anything else
+    (``None``, another loop) elsewhere: what send checks on every request."""
+    asyncio = sys.modules.get("asyncio")
+    if loop is not None and asyncio is not None and loop is asyncio._get_running_loop():
+        # asyncio's own C accessor: one call, no lookups.
+        running: Callable[[], object] = asyncio._get_running_loop
+        return running
+    trio = sys.modules.get("trio")
+    if loop is not None and trio is not None:
+        current_root_task = trio.lowlevel.current_root_task
+
+        def probe() -> object:
+            try:
+                return current_root_task()
+            except RuntimeError:  # not in trio
+                return None
+
+        return probe
+    return current_loop
 
 
 def _check_settings(
