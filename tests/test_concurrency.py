@@ -71,8 +71,9 @@ async def _client(
 
 async def _assert_nothing_held(manager: TokenManager, store: MemoryTokenStore) -> None:
     assert manager._flight is None
+    assert manager._shared is not None
     with anyio.fail_after(5):
-        async with store.lock(manager._store_key):
+        async with store.lock(manager._shared.key):
             pass
 
 

@@ -378,18 +378,20 @@ async def test_closing_the_client_stops_its_refresher_in_the_users_task_group(
     assert stopped
 
 
-async def test_stop_refresher_ends_the_refresher(clock: FakeClock) -> None:
-    """TokenManager.stop_refresher() ends run_refresher, however it sleeps."""
+async def test_stop_ends_the_refresher(clock: FakeClock) -> None:
+    """TokenManager.stop() ends the refresher that start() began, however it sleeps."""
 
     async def fetch() -> Token:
         raise AssertionError("not called")
 
-    manager = TokenManager(fetch, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
+    manager = TokenManager(
+        fetch, clock=clock, refresh=RefreshPolicy(background=True), retry=RetryPolicy()
+    )
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            await tg.start(manager.run_refresher)
+            await manager.start(tg)
             assert manager.background_running
-            manager.stop_refresher()
+            manager.stop()
     assert not manager.background_running
 
 
@@ -610,13 +612,13 @@ async def test_invalidate_drops_only_the_token_still_cached(clock: FakeClock) ->
         )
 
     manager = TokenManager(fetch, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
-    first = await manager.get()
+    first = await manager.token()
     await manager.invalidate(first)
-    second = await manager.get()
+    second = await manager.token()
     assert second.access_token == "second"
     await manager.invalidate(first)  # late 401 for the old token
     assert manager.current is second
-    assert (await manager.get()) is second
+    assert (await manager.token()) is second
 
 
 async def test_concurrent_401s_share_one_new_token(entur: FakeEntur, clock: FakeClock) -> None:
