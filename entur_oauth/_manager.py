@@ -44,6 +44,41 @@ OnToken = Callable[[Token], Awaitable[None]]
 _NEVER = float("-inf")
 
 
+class _StormGuard:
+    """Bounds what an API that rejects every token costs the token endpoint (issue 11.4).
+
+    A token installed right after a rejection is its replacement. If the API rejects the
+    replacement too within ``ttl`` of its arrival, the credentials (or the API's idea of
+    them) are the problem, not the token: it is kept and no new one is fetched until
+    ``ttl`` has passed. One revocation still costs exactly one re-fetch.
+    """
+
+    __slots__ = ("_after_rejection", "_kept", "_kept_until", "_ttl")
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._after_rejection = False
+        self._kept: Token | None = None
+        self._kept_until = _NEVER
+
+    def installed(self, token: Token, now: float) -> None:
+        """``token`` became the current one."""
+        self._kept = token if self._after_rejection else None
+        self._kept_until = now + self._ttl
+        self._after_rejection = False
+
+    def forget(self) -> None:
+        """The next token installed is not a replacement (it was handed in)."""
+        self._after_rejection = False
+
+    def keeps(self, token: Token, now: float) -> bool:
+        """The API rejected ``token`` (the current one): True to keep it, False to drop it."""
+        if token is self._kept and now < self._kept_until:
+            return True
+        self._after_rejection = True
+        return False
+
+
 @dataclass(eq=False)
 class _Flight:
     """One token fetch in progress; every task that needs a token meanwhile waits on it."""
@@ -92,15 +127,14 @@ class TokenManager:
             if store is not None and codec is not None
             else None
         )
+        self._guard = _StormGuard(retry.credentials_error_ttl)
         self._refresher = Refresher(clock=clock, due=self._renewal_due, renew=self._renew_once)
         self._on_token = on_token
         self._task_group: TaskGroup | None = None
-        #: The current token; read without a lock by the fast path of :meth:`token`.
+        #: The current token (read without a lock by the fast path of :meth:`token`), and
+        #: the monotonic times at which its advisory and mandatory windows start.
         self.current: Token | None = None
-        #: Monotonic time at which the advisory window of ``current`` starts.
-        self.advisory_at = _NEVER
-        #: Monotonic time at which the mandatory window of ``current`` starts.
-        self.mandatory_at = _NEVER
+        self.advisory_at = self.mandatory_at = _NEVER
         self._flight: _Flight | None = None
         self._next_try_at = _NEVER
         self._failures = 0
@@ -151,7 +185,12 @@ class TokenManager:
             now = self.clock.monotonic()
             token = self.current
             if token is not None and now < self.mandatory_at:
-                if now < self.advisory_at or not self._should_renew(now):
+                if (
+                    now < self.advisory_at
+                    or self._flight is not None
+                    or now < self._next_try_at
+                    or self.background_running
+                ):
                     return token
                 # Advisory window and nobody renewing: this task renews; every other
                 # request goes on with the still-valid token meanwhile.
@@ -169,10 +208,6 @@ class TokenManager:
                 return result
             # The fetching task was cancelled before it finished: go round, and this task
             # (or another waiter) starts a new fetch.
-
-    def _should_renew(self, now: float) -> bool:
-        """In the advisory window: whether a request should renew the token now."""
-        return self._flight is None and now >= self._next_try_at and not self.background_running
 
     async def _join(self, flight: _Flight, *, advisory: bool, led: bool = False) -> Token | None:
         """Wait for ``flight``: its token, ``None`` if it was cancelled, or its error.
@@ -220,16 +255,23 @@ class TokenManager:
 
     def seed(self, token: Token) -> None:
         """Install ``token`` as the current one, without any request (``token=``)."""
+        self._guard.forget()  # a token handed in is no rejected token's replacement
         self._install(token)
 
     async def invalidate(self, token: Token) -> bool:
         """Drop ``token`` after the API rejected it, unless another task already replaced it.
 
         Returns:
-            True: the caller may retry once with :meth:`token`.
+            True: the caller may retry once with :meth:`token`. False (the 401-storm
+            guard): ``token`` itself replaced a rejected token less than
+            ``RetryPolicy.credentials_error_ttl`` ago, so a new one is unlikely to fare
+            better; it is kept, and the caller fails without any token request.
         """
         if self.current is not token:
             return True
+        if self._guard.keeps(token, self.clock.monotonic()):
+            logger.debug("token %s replaced a rejected one and was rejected too", token.fingerprint)
+            return False
         logger.debug("token %s rejected by the API; discarding it", token.fingerprint)
         shared = self._shared
         if shared is not None:
@@ -306,6 +348,7 @@ class TokenManager:
     def _install(self, token: Token) -> None:
         advisory, mandatory = self.refresh.windows(token.lifetime, self._rng)
         self.current = token
+        self._guard.installed(token, self.clock.monotonic())
         self.mandatory_at = token.expires_at - mandatory
         self.advisory_at = token.expires_at - advisory
         self._failures = 0
