@@ -159,6 +159,58 @@ async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
 # -- cancellation --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("run", range(5))
+async def test_cancelled_callers_do_not_throw_away_the_shared_fetch(
+    entur: FakeEntur, clock: FakeClock, run: int
+) -> None:
+    """Inside ``async with``: 100 concurrent first calls, every other one cancelled after
+    50 ms, against a token endpoint that takes 300 ms: exactly 1 token request and 50
+    successes. Whichever caller leads (trio starts tasks in random order; run 5 times)
+    may be cancelled: the fetch runs in the client's task group and goes on."""
+    entur.delay_token(0.3)
+    statuses: list[int] = []
+    cancelled: list[bool] = []
+    async with _client(entur, clock) as (client, manager, store):
+
+        async def call(index: int) -> None:
+            with anyio.CancelScope() as scope:
+                if index % 2 == 0:
+                    scope.deadline = anyio.current_time() + 0.05
+                statuses.append((await client.get("/x")).status_code)
+            cancelled.append(scope.cancelled_caught)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                for index in range(100):
+                    tg.start_soon(call, index)
+        assert statuses == [200] * 50
+        assert cancelled.count(True) == 50
+        assert (entur.token_count, manager.rounds) == (1, 1)
+        await _assert_nothing_held(manager, store)
+
+
+async def test_a_fetch_whose_callers_all_left_still_installs_its_token(
+    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+) -> None:
+    """Inside ``async with``, every caller of a fetch is cancelled while it hangs: the
+    fetch still completes in the client's task group, and the next call uses its token
+    without another request."""
+    async with _client(entur, clock, gate) as (client, manager, store):
+        gate.close()
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(client.get, "/x")
+                await eventually(lambda: gate.arrived == 1 and manager.waits == 10)
+                tg.cancel_scope.cancel()
+        assert manager._flight is not None  # nobody waits on it, and it goes on
+        gate.open()
+        await eventually(lambda: manager.current is not None)
+        assert (await client.get("/x")).status_code == 200
+        assert entur.token_count == 1
+        await _assert_nothing_held(manager, store)
+
+
 async def test_cancelling_the_fetching_task_hands_the_fetch_to_a_waiter(
     entur: FakeEntur, clock: FakeClock, gate: TokenGate
 ) -> None:
