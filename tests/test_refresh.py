@@ -8,6 +8,7 @@ import random
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,11 +17,13 @@ import pytest
 
 from entur_oauth import (
     EnturClient,
+    FileTokenStore,
     InvalidCredentialsError,
     MemoryTokenStore,
     RefreshPolicy,
     RetryPolicy,
     TokenRequestError,
+    TokenStore,
     UnauthorizedError,
 )
 from entur_oauth._codec import TokenCodec
@@ -640,6 +643,43 @@ async def test_concurrent_401s_share_one_new_token(entur: FakeEntur, clock: Fake
                 tg.start_soon(call)
     assert statuses == [200] * 40
     assert entur.token_count == 2
+
+
+class _YieldingStore(MemoryTokenStore):
+    """A memory store whose reads and deletes yield, as file and Redis stores do."""
+
+    async def get(self, key: str) -> bytes | None:
+        await anyio.sleep(0.01)
+        return await super().get(key)
+
+    async def delete(self, key: str, *, expected: bytes | None = None) -> None:
+        await anyio.sleep(0.01)
+        await super().delete(key, expected=expected)
+
+
+@pytest.mark.parametrize("kind", ["yielding", "file"])
+async def test_two_racing_401s_never_reinstall_the_rejected_token(
+    entur_fake: FakeEntur, entur_clock: FakeClock, tmp_path: Path, kind: str
+) -> None:
+    """Two requests rejected at once: neither takes the rejected token back from the store."""
+    store: TokenStore = (
+        _YieldingStore() if kind == "yielding" else FileTokenStore(tmp_path / "tokens.json")
+    )
+    async with entur_fake.client(clock=entur_clock, token_store=store) as client:
+        first = await client.get_access_token()
+        entur_fake.revoke_all()
+        entur_fake.delay_api(0.02, times=2)  # both requests in flight with the revoked token
+        statuses: list[int] = []
+
+        async def call() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(call)
+        assert statuses == [200, 200]
+        assert await client.get_access_token() != first
+    assert entur_fake.token_count == 2
 
 
 # -- the 401-storm guard (issue 11 item 4) -----------------------------------------------
