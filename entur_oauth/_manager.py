@@ -20,6 +20,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 from anyio.abc import TaskGroup
@@ -79,6 +80,48 @@ class _StormGuard:
         return False
 
 
+class _Runner:
+    """Where fetch rounds run: in the client's task group once :meth:`TokenManager.start`
+    gave one (the round then survives the cancellation of the caller that started it,
+    issue 11 item 5), else in the task of that caller."""
+
+    __slots__ = ("task_group",)
+
+    def __init__(self) -> None:
+        self.task_group: TaskGroup | None = None
+
+    async def run(self, flight: _Flight, fly: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fly`` for ``flight``: started in the task group (returns at once), or here."""
+        task_group = self.task_group
+        if task_group is not None:
+            scope = flight.scope = anyio.CancelScope()
+            try:
+                task_group.start_soon(_run_in, scope, fly)
+                return
+            except RuntimeError:  # the task group has closed meanwhile: run it here
+                self.task_group = flight.scope = None
+        await fly()
+
+    def stop(self, flight: _Flight | None) -> None:
+        """Forget the task group, and cancel ``flight`` if it runs there (so no fetch holds
+        the closing task group open; its waiters then fetch in their own tasks)."""
+        self.task_group = None
+        if flight is not None and flight.scope is not None:
+            flight.scope.cancel()
+
+    def abandoned(self, flight: _Flight) -> None:
+        """``flight`` ended with neither token nor error: if the task group is being
+        cancelled, later rounds run in the callers' tasks again."""
+        group = self.task_group
+        if flight.scope is not None and group is not None and group.cancel_scope.cancel_called:
+            self.task_group = None
+
+
+async def _run_in(scope: anyio.CancelScope, fly: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fly()
+
+
 @dataclass(eq=False)
 class _Flight:
     """One token fetch in progress; every task that needs a token meanwhile waits on it."""
@@ -87,8 +130,8 @@ class _Flight:
     token: Token | None = None
     #: Set when the fetch failed; ``None`` with no token means the fetcher was cancelled.
     error: Exception | None = None
-    #: Run in the manager's task group rather than by the caller that started it.
-    shared: bool = False
+    #: The scope of a fetch run in the manager's task group (not by the caller).
+    scope: anyio.CancelScope | None = None
 
 
 class TokenManager:
@@ -130,7 +173,7 @@ class TokenManager:
         self._guard = _StormGuard(retry.credentials_error_ttl)
         self._refresher = Refresher(clock=clock, due=self._renewal_due, renew=self._renew_once)
         self._on_token = on_token
-        self._task_group: TaskGroup | None = None
+        self._runner = _Runner()
         #: The current token (read without a lock by the fast path of :meth:`token`), and
         #: the monotonic times at which its advisory and mandatory windows start.
         self.current: Token | None = None
@@ -221,10 +264,7 @@ class TokenManager:
             return flight.token
         if flight.error is not None and not advisory:
             raise flight.error if led else copy_error(flight.error)
-        task_group = self._task_group
-        if flight.shared and task_group is not None and task_group.cancel_scope.cancel_called:
-            # The task group itself is being cancelled: fetch in the callers' tasks again.
-            self._task_group = None
+        self._runner.abandoned(flight)
         return None
 
     def _count_wait(self, token: Token | None, now: float) -> None:
@@ -291,13 +331,16 @@ class TokenManager:
         A fetch started there goes on when the caller that started it is cancelled, for
         the callers still waiting on it (called by ``EnturClient.__aenter__``).
         """
-        self._task_group = task_group
+        self._runner.task_group = task_group
         if self.refresh.background:
             await task_group.start(self._refresher.run)
 
     def stop(self) -> None:
-        """Stop the refresher and forget the task group (before it closes)."""
-        self._task_group = None
+        """Stop the refresher and a shared fetch, and forget the task group (before it closes).
+
+        The waiters of a stopped fetch fetch again in their own tasks.
+        """
+        self._runner.stop(self._flight)
         self._refresher.stop()
 
     # -- fetching ------------------------------------------------------------------------
@@ -312,12 +355,7 @@ class TokenManager:
             self._warned_no_refresher = True
         if advisory and self.current is not None:
             logger.debug("token %s is in its refresh window; renewing it", self.current.fingerprint)
-        task_group = self._task_group
-        if task_group is not None:
-            flight.shared = True
-            task_group.start_soon(self._fly, flight, advisory, force)
-        else:
-            await self._fly(flight, advisory, force)
+        await self._runner.run(flight, partial(self._fly, flight, advisory, force))
         return flight
 
     async def _fly(self, flight: _Flight, advisory: bool, force: bool) -> None:

@@ -199,6 +199,21 @@ async def test_a_fetch_whose_callers_all_left_still_installs_its_token(
         await _assert_nothing_held(manager, store)
 
 
+async def test_leaving_async_with_stops_a_hanging_shared_fetch(
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
+) -> None:
+    """A shared fetch still hanging when the client is closed (its caller gave up) is
+    stopped: leaving ``async with`` does not wait for it, and nothing stays held."""
+    with anyio.fail_after(5):
+        async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
+            gate.close()
+            with anyio.move_on_after(0.05):
+                await client.get("/x")
+            assert manager._flight is not None
+    assert manager.current is None
+    await _assert_nothing_held(manager, store)
+
+
 async def test_cancelling_the_fetching_task_hands_the_fetch_to_a_waiter(
     entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
 ) -> None:
