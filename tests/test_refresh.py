@@ -8,6 +8,7 @@ import random
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,13 +17,18 @@ import pytest
 
 from entur_oauth import (
     EnturClient,
+    FileTokenStore,
     InvalidCredentialsError,
     MemoryTokenStore,
     RefreshPolicy,
     RetryPolicy,
     TokenRequestError,
+    TokenStore,
+    UnauthorizedError,
 )
+from entur_oauth._codec import TokenCodec
 from entur_oauth._manager import TokenManager
+from entur_oauth._secrets import Secret
 from entur_oauth._token import MAX_LIFETIME, Token
 from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
 
@@ -378,18 +384,20 @@ async def test_closing_the_client_stops_its_refresher_in_the_users_task_group(
     assert stopped
 
 
-async def test_stop_refresher_ends_the_refresher(clock: FakeClock) -> None:
-    """TokenManager.stop_refresher() ends run_refresher, however it sleeps."""
+async def test_stop_ends_the_refresher(clock: FakeClock) -> None:
+    """TokenManager.stop() ends the refresher that start() began, however it sleeps."""
 
     async def fetch() -> Token:
         raise AssertionError("not called")
 
-    manager = TokenManager(fetch, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
+    manager = TokenManager(
+        fetch, clock=clock, refresh=RefreshPolicy(background=True), retry=RetryPolicy()
+    )
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            await tg.start(manager.run_refresher)
+            await manager.start(tg)
             assert manager.background_running
-            manager.stop_refresher()
+            manager.stop()
     assert not manager.background_running
 
 
@@ -610,13 +618,13 @@ async def test_invalidate_drops_only_the_token_still_cached(clock: FakeClock) ->
         )
 
     manager = TokenManager(fetch, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
-    first = await manager.get()
+    first = await manager.token()
     await manager.invalidate(first)
-    second = await manager.get()
+    second = await manager.token()
     assert second.access_token == "second"
     await manager.invalidate(first)  # late 401 for the old token
     assert manager.current is second
-    assert (await manager.get()) is second
+    assert (await manager.token()) is second
 
 
 async def test_concurrent_401s_share_one_new_token(entur: FakeEntur, clock: FakeClock) -> None:
@@ -635,6 +643,334 @@ async def test_concurrent_401s_share_one_new_token(entur: FakeEntur, clock: Fake
                 tg.start_soon(call)
     assert statuses == [200] * 40
     assert entur.token_count == 2
+
+
+class _YieldingStore(MemoryTokenStore):
+    """A memory store whose reads and deletes yield, as file and Redis stores do."""
+
+    async def get(self, key: str) -> bytes | None:
+        await anyio.sleep(0.01)
+        return await super().get(key)
+
+    async def delete(self, key: str, *, expected: bytes | None = None) -> None:
+        await anyio.sleep(0.01)
+        await super().delete(key, expected=expected)
+
+
+@pytest.mark.parametrize("kind", ["yielding", "file"])
+async def test_two_racing_401s_never_reinstall_the_rejected_token(
+    entur_fake: FakeEntur, entur_clock: FakeClock, tmp_path: Path, kind: str
+) -> None:
+    """Two requests rejected at once: neither takes the rejected token back from the store."""
+    store: TokenStore = (
+        _YieldingStore() if kind == "yielding" else FileTokenStore(tmp_path / "tokens.json")
+    )
+    async with entur_fake.client(clock=entur_clock, token_store=store) as client:
+        first = await client.get_access_token()
+        entur_fake.revoke_all()
+        entur_fake.delay_api(0.02, times=2)  # both requests in flight with the revoked token
+        statuses: list[int] = []
+
+        async def call() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(call)
+        assert statuses == [200, 200]
+        assert await client.get_access_token() != first
+    assert entur_fake.token_count == 2
+
+
+# -- the 401-storm guard (issue 11 item 4) -----------------------------------------------
+
+
+def _counting_fetch(clock: FakeClock, fetched_at: list[float]) -> Any:
+    """A token endpoint that issues a new 24 h token per request and records when."""
+
+    async def fetch() -> Token:
+        now = clock.monotonic()
+        fetched_at.append(now)
+        return Token(
+            access_token=f"token-{len(fetched_at)}",
+            expires_at=now + DAY,
+            expires_at_wall=clock.time() + DAY,
+            lifetime=DAY,
+        )
+
+    return fetch
+
+
+async def _call_rejected_api(manager: TokenManager) -> bool:
+    """One API call the API answers 401, as the client makes it; True if it was retried."""
+    token = await manager.token()
+    if not await manager.invalidate(token):
+        return False
+    await manager.token()  # the retry with a new token, rejected too: no second retry
+    return True
+
+
+def _most_in_any_window(times: list[float], width: float) -> int:
+    return max(sum(1 for t in times if start <= t < start + width) for start in times)
+
+
+async def test_always_401_api_costs_at_most_two_token_requests_per_ttl(clock: FakeClock) -> None:
+    """1,000 calls spread over 5 minutes against an API that rejects every token: at most
+    2 token requests in any 30 s (credentials_error_ttl), instead of one per call. Calls
+    within the ttl of the rejected replacement are not retried at all."""
+    fetched_at: list[float] = []
+    manager = TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(),
+        retry=RetryPolicy(credentials_error_ttl=30),
+    )
+    retried = 0
+    for _ in range(1000):
+        retried += await _call_rejected_api(manager)
+        clock.advance(0.3)
+    assert _most_in_any_window(fetched_at, 30.0) <= 2
+    assert len(fetched_at) <= 2 + 300 / 30
+    assert retried == len(fetched_at) - 1  # each retry cost one request, nothing else did
+
+
+async def test_concurrent_calls_to_an_always_401_api_share_the_guard(clock: FakeClock) -> None:
+    """1,000 concurrent calls against an API that rejects every token: 2 token requests
+    (the first token and one replacement); a later burst within the ttl makes none, one
+    after it makes one more."""
+    fetched_at: list[float] = []
+    manager = TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(),
+        retry=RetryPolicy(credentials_error_ttl=30),
+    )
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(1000):
+                tg.start_soon(_call_rejected_api, manager)
+
+    await burst()
+    assert len(fetched_at) == 2
+    clock.advance(29)
+    await burst()
+    assert len(fetched_at) == 2
+    clock.advance(1)
+    await burst()
+    assert fetched_at == [0.0, 0.0, 30.0]
+
+
+async def test_single_revocation_costs_exactly_one_refetch(clock: FakeClock) -> None:
+    """A token revoked once is replaced by exactly one request, and the replacement then
+    serves every call; the guard holds only a replacement that is rejected again."""
+    fetched_at: list[float] = []
+    manager = TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(),
+        retry=RetryPolicy(credentials_error_ttl=30),
+    )
+    first = await manager.token()
+    clock.advance(5)
+    assert await manager.invalidate(first)
+    second = await manager.token()
+    for _ in range(100):
+        assert await manager.token() is second
+    assert len(fetched_at) == 2
+    # Revoked again long after it arrived (an operator rotated the client twice): one
+    # more request, as for the first revocation.
+    clock.advance(31)
+    assert await manager.invalidate(second)
+    assert (await manager.token()).access_token == "token-3"
+    assert len(fetched_at) == 3
+
+
+async def test_guard_keeps_only_a_rejected_replacement(clock: FakeClock) -> None:
+    """Tokens that did not replace a rejected one (the first, a renewal in the advisory
+    window, a seeded one) are dropped on their first 401 however young they are."""
+    fetched_at: list[float] = []
+    manager = TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(jitter=0),
+        retry=RetryPolicy(credentials_error_ttl=30),
+    )
+    replacement = await manager.token()
+    assert await manager.invalidate(replacement)
+    replacement = await manager.token()
+    assert not await manager.invalidate(replacement)  # rejected again at once: kept
+    clock.advance(manager.advisory_at - clock.monotonic())
+    renewed = await manager.token()  # renewed in the advisory window: a fresh start
+    assert renewed is not replacement
+    assert await manager.invalidate(renewed)
+    seeded = Token(access_token="seeded", expires_at=DAY, expires_at_wall=DAY, lifetime=DAY)
+    manager.seed(seeded)
+    assert await manager.invalidate(seeded)
+
+
+async def test_always_401_api_through_the_client_costs_two_token_requests(
+    entur_fake: FakeEntur, entur_clock: FakeClock
+) -> None:
+    """End to end: 1,000 calls through EnturClient to an endpoint that answers 401 with
+    any token raise UnauthorizedError and make 2 token requests per 30 s; only the first
+    call is retried (1,001 API requests), the others fail without asking for a token."""
+    entur_fake.route("/denied", status=401)
+    async with entur_fake.client(
+        clock=entur_clock, retry=RetryPolicy(credentials_error_ttl=30)
+    ) as client:
+        for _ in range(1000):
+            with pytest.raises(UnauthorizedError):
+                await client.get("/denied")
+        assert entur_fake.token_count == 2
+        assert len(entur_fake.api_requests) == 1001
+        entur_clock.advance(30)
+        for _ in range(1000):
+            with pytest.raises(UnauthorizedError):
+                await client.get("/denied")
+        assert entur_fake.token_count == 3
+        assert len(entur_fake.api_requests) == 2002
+
+
+async def test_revocation_through_the_client_costs_one_refetch(
+    entur_fake: FakeEntur, entur_clock: FakeClock
+) -> None:
+    """End to end: every token revoked once; the next call succeeds after one re-fetch,
+    and so do the 100 after it."""
+    async with entur_fake.client(clock=entur_clock) as client:
+        assert (await client.get("/x")).status_code == 200
+        entur_fake.revoke_all()
+        for _ in range(101):
+            assert (await client.get("/x")).status_code == 200
+    assert entur_fake.token_count == 2
+
+
+# -- the manager interface ---------------------------------------------------------------
+
+
+def _manager_on(clock: FakeClock, fetched_at: list[float], **kwargs: Any) -> TokenManager:
+    return TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(),
+        retry=RetryPolicy(),
+        **kwargs,
+    )
+
+
+async def test_renew_forces_a_new_token_that_every_later_call_gets(clock: FakeClock) -> None:
+    """renew() fetches even while the token is valid, counts the request, saves the new
+    token to the store (another client sharing it takes that one), and token() returns it."""
+    store = MemoryTokenStore()
+    codec = TokenCodec(Secret("s3cret"), "key")
+    fetched_at: list[float] = []
+    manager = _manager_on(clock, fetched_at, store=store, store_key="key", codec=codec)
+    first = await manager.token()
+    renewed = await manager.renew()
+    assert renewed is not first
+    assert (await manager.token()) is renewed
+    assert manager.fetches == 2
+    other = _manager_on(clock, [], store=store, store_key="key", codec=codec)
+    assert (await other.token()).access_token == renewed.access_token
+    assert other.fetches == 0
+
+
+async def test_renew_does_not_join_a_fetch_that_started_before_it(clock: FakeClock) -> None:
+    """A renew() called while a fetch is in flight waits for it, then fetches again: the
+    token it returns was asked for after the call."""
+    release = anyio.Event()
+    fetched_at: list[float] = []
+    counting = _counting_fetch(clock, fetched_at)
+
+    async def slow_first() -> Token:
+        if not fetched_at:
+            await release.wait()
+        token: Token = await counting()
+        return token
+
+    manager = TokenManager(slow_first, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
+    got: list[Token] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(manager.token)
+        await eventually(lambda: manager._flight is not None)
+
+        async def renew() -> None:
+            got.append(await manager.renew())
+
+        tg.start_soon(renew)
+        await anyio.sleep(0.01)
+        release.set()
+    assert [t.access_token for t in got] == ["token-2"]
+    assert manager.current is got[0]
+
+
+async def test_seed_installs_a_token_without_any_request(clock: FakeClock) -> None:
+    """seed() (EnturClient(token=...)) makes token() answer with it, with no request and
+    no on_token call."""
+    announced: list[Token] = []
+
+    async def on_token(token: Token) -> None:
+        announced.append(token)
+
+    fetched_at: list[float] = []
+    manager = _manager_on(clock, fetched_at, on_token=on_token)
+    seeded = Token(access_token="seeded", expires_at=DAY, expires_at_wall=DAY, lifetime=DAY)
+    manager.seed(seeded)
+    assert (await manager.token()) is seeded
+    assert (fetched_at, announced) == ([], [])
+
+
+async def test_on_token_is_awaited_with_each_new_token_before_waiters_go_on(
+    clock: FakeClock,
+) -> None:
+    """on_token is awaited once per new token (fetched, or taken from the store) by the
+    task that installed it, before any waiting task gets the token."""
+    store = MemoryTokenStore()
+    codec = TokenCodec(Secret("s3cret"), "key")
+    returned: list[Token] = []
+    seen_before_return: list[int] = []
+    announced: list[str] = []
+
+    async def on_token(token: Token) -> None:
+        await anyio.sleep(0.01)  # waiters would run now if they had been released
+        seen_before_return.append(len(returned))
+        announced.append(token.access_token)
+
+    manager = _manager_on(clock, [], store=store, store_key="key", codec=codec, on_token=on_token)
+
+    async def call() -> None:
+        returned.append(await manager.token())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(call)
+    assert announced == ["token-1"]
+    assert seen_before_return == [0]
+    loaded: list[str] = []
+
+    async def on_loaded(token: Token) -> None:
+        loaded.append(token.access_token)
+
+    other = _manager_on(clock, [], store=store, store_key="key", codec=codec, on_token=on_loaded)
+    await other.token()
+    assert loaded == ["token-1"]
+
+
+async def test_failing_on_token_is_logged_and_the_token_still_used(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An on_token hook that raises does not fail the fetch: one WARNING naming only the
+    exception type (its message could quote the token), and the token is used."""
+
+    async def on_token(token: Token) -> None:
+        raise RuntimeError(f"could not save {token.access_token}")
+
+    manager = _manager_on(clock, [], on_token=on_token)
+    assert (await manager.token()).access_token == "token-1"
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1
+    assert "RuntimeError" in warnings[0].getMessage()
+    assert "token-1" not in caplog.text
 
 
 # -- the fake clock the tests stand on ---------------------------------------------------
