@@ -624,26 +624,32 @@ class EnturClient(_TokenSurface):
             elif _replayable(request.stream):
                 await response.aclose()
                 logger.debug("API answered %d; retrying once with a new token", status)
-                token = await manager.token()
-                request.headers["Authorization"] = token.authorization
-                try:
-                    response = await _httpx_send(
-                        self,
-                        request,
-                        stream=stream,
-                        auth=_USE_DEFAULT if self.auth is None else _BearerAfter(self.auth, token),
-                        follow_redirects=follow_redirects,
-                    )
-                except httpx2.HTTPError as exc:
-                    error = _without_bearer(exc, request)
+                retried = await self._retry(request, stream, follow_redirects)
+                if isinstance(retried, httpx2.HTTPError):
                     del token
-                    raise error from None
+                    raise retried  # outside any except block: no chain to the original
+                response = retried
             else:
                 detail = _NOT_REPLAYABLE_DETAIL
         del token
         if stream:
             _strip_bearer(request, response)
         return await _raise_for_entur_status(self, request, response, stream, detail)
+
+    async def _retry(
+        self, request: httpx2.Request, stream: bool, follow_redirects: Any
+    ) -> httpx2.Response | httpx2.HTTPError:
+        """Send ``request`` again with a new token; return the response or the error."""
+        token = await self._token_manager().token()
+        request.headers["Authorization"] = token.authorization
+        auth = _USE_DEFAULT if self.auth is None else _BearerAfter(self.auth, token)
+        del token
+        try:
+            return await _httpx_send(
+                self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
+        except httpx2.HTTPError as exc:
+            return _without_bearer(exc, request)
 
     def __repr__(self) -> str:
         kind = f"client_id={self.client_id!r}" if self._manager else "open API"

@@ -503,3 +503,33 @@ async def test_a_streamed_body_that_breaks_off_raises_without_the_bearer() -> No
     assert not any(
         token in text for text in _exception_texts(caught.value) for token in fake.all_issued_tokens
     )
+
+
+async def test_a_retry_after_401_that_fails_in_the_network_holds_no_token() -> None:
+    """The API rejects the token (401), and the retry with a new token fails to connect:
+    the httpx2.ConnectError raised carries neither token, in its request, chain, frames
+    or pickle."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    transport = _APIFaults(fake.transport())
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        await client.get("/x")
+        fake.revoke_all()
+        calls = 0
+
+        async def reject_then_fail(
+            request: httpx2.Request, inner: httpx2.AsyncBaseTransport
+        ) -> httpx2.Response:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return await inner.handle_async_request(request)  # 401: the token is revoked
+            raise httpx2.ConnectError("the API went away", request=request)
+
+        transport.api_fault = reject_then_fail
+        with pytest.raises(httpx2.ConnectError) as caught:
+            await client.get("/x")
+    assert calls == 2
+    assert fake.token_count == 2
+    assert caught.value.__context__ is None
+    assert "authorization" not in caught.value.request.headers
+    assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})
