@@ -74,7 +74,7 @@ class _StormGuard:
 
     def keeps(self, token: Token, now: float) -> bool:
         """The API rejected ``token`` (the current one): True to keep it, False to drop it."""
-        if token is self._kept and now < self._kept_until:
+        if self._kept is not None and token is self._kept and now < self._kept_until:
             return True
         self._after_rejection = True
         return False

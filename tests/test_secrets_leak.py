@@ -198,6 +198,7 @@ async def test_fault_matrix_leaks_no_secret_or_token(
             # The client is usable after each one; and each leaves a token to look for.
             with leaks.expect(EnturError):
                 assert (await client.get("/x")).status_code == 200
+            clock.advance(31)  # past credentials_error_ttl, which the 401-storm guard keeps
             await client._manager.invalidate(client._manager.current)  # type: ignore[union-attr, arg-type]
         # API faults: 401 retried with a new token, 401 twice, 403, 408 twice.
         fake.revoke_all()
