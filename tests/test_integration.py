@@ -148,7 +148,8 @@ class _Stream(httpx2.AsyncByteStream):
 
 # httpx2's socket response stream iterates httpcore2's stream generator without aclosing,
 # so a body left unfinished (the point here) leaves that generator to the garbage
-# collector, which trio reports. Not ours to close: httpx2 hides it.
+# collector, which trio reports (encode/httpx#3686, encode/httpcore#1019). Not ours to
+# close: httpx2 hides it.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_token_body_is_read_at_most_1_mib_over_a_socket() -> None:
