@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         client_secret: Any
         metadata: dict[str, Any]
         token: Any
+        token_auth: Any
         update_token: Callable[..., Any] | None
         compliance_hook: dict[str, set[Callable[..., Any]]]
 

@@ -178,6 +178,22 @@ class _TokenSurface(AsyncOAuth2Client):
         """
         return self._manager.fetches if self._manager is not None else 0
 
+    @property
+    def token(self) -> Any:
+        """The current token as authlib's ``OAuth2Token``; ``None`` before the first.
+
+        Setting it (authlib's dict) makes the client use that token from now on, without
+        a token request, as authlib does.
+        """
+        return self.token_auth.token
+
+    @token.setter
+    def token(self, value: Any) -> None:
+        seeded = seed_token(value, self._clock) if value is not None else None
+        self.token_auth.set_token(value)
+        if seeded is not None and self._manager is not None:
+            self._manager.seed(seeded)
+
     async def get_access_token(self) -> str:
         """Return a valid access token, reused or freshly fetched, to hand to another library.
 
@@ -271,7 +287,7 @@ class _TokenSurface(AsyncOAuth2Client):
         """The manager installed a new token: show it as ``client.token``, tell update_token."""
         previous = self.token
         new = oauth2_token(token)
-        self.token = new
+        self.token_auth.set_token(new)  # not the setter: the manager has it already
         hook = self.update_token
         if hook is None:
             return

@@ -241,6 +241,20 @@ async def test_token_argument_seeds_the_client(fake: FakeEntur) -> None:
             fake.client(token=bad)
 
 
+async def test_setting_client_token_makes_the_client_use_it(fake: FakeEntur) -> None:
+    """``client.token = {...}`` (authlib's way to hand a client a token) is used from then
+    on, without a token request."""
+    async with fake.client() as donor:
+        await donor.get("/x")
+        issued = dict(donor.token)
+    async with fake.client(token_store=MemoryTokenStore()) as client:
+        client.token = issued
+        assert client.token["access_token"] == issued["access_token"]
+        await client.get("/x")
+        assert client.token_fetches == 0
+        assert fake.api_requests[-1].headers["authorization"] == f"Bearer {issued['access_token']}"
+
+
 async def test_parse_response_token_returns_an_oauth2_token(fake: FakeEntur) -> None:
     """parse_response_token reads a token response into an OAuth2Token, and refuses an
     unusable one with a TokenRequestError (never authlib's OAuthError)."""
