@@ -204,6 +204,7 @@ async def test_fault_matrix_leaks_no_secret_or_token(
         fake.revoke_all()
         assert (await client.get("/x")).status_code == 200
         for status, times in ((401, 2), (403, 1), (408, 2)):
+            clock.advance(31)  # past credentials_error_ttl: each rejection is retried once
             fake.fail_api(status, times=times)
             with leaks.expect(APIError):
                 await client.get("/x")
