@@ -565,7 +565,11 @@ class EnturClient(_TokenSurface):
         follow_redirects: bool | Any = _USE_DEFAULT,
     ) -> httpx2.Response:
         """Send ``request``, adding the bearer token when it goes to the API's own hosts."""
-        if self._loop_probe() is not self._loop:
+        try:
+            running = self._loop_probe()
+        except RuntimeError:  # trio's probe, outside trio
+            running = None
+        if running is not self._loop:
             self._check_loop()
         url = request.url
         manager = self._manager
@@ -588,8 +592,7 @@ class EnturClient(_TokenSurface):
         except httpx2.HTTPError as exc:
             error = _without_bearer(exc, request)
         else:
-            # One lookup on the common path; 401, 403 and 408 are all keys of _STATUS_MESSAGES.
-            if response.status_code in _STATUS_MESSAGES:
+            if response.status_code in _STATUS_MESSAGES:  # 401, 403, 408: one lookup
                 return await self._rejected(request, response, token, stream, follow_redirects)
             if stream:
                 # The body is read later, by the caller: an error then carries this request.
@@ -607,8 +610,7 @@ class EnturClient(_TokenSurface):
             request.method == "POST"
             and (url.scheme, url.host, url.port, url.path) == self._token_key
         ):
-            # authlib's grant (or anyone posting to the token URL): exactly the configured
-            # URL, without the client's params, which are meant for API calls.
+            # authlib's grant: the configured URL exactly (client params are for API calls).
             request.url = self._token_url
             return await send_token_request(self, request, auth, self._clock)
         response = await _httpx_send(
@@ -725,7 +727,7 @@ def _manager_for(
 
 def _loop_probe(loop: object) -> Callable[[], object]:
     """Return the cheapest call that gives ``loop`` back while it runs, and anything else
-    (``None``, another loop) elsewhere: what send checks on every request."""
+    (``None``, another loop, or a RuntimeError) elsewhere: what send checks per request."""
     asyncio = sys.modules.get("asyncio")
     if loop is not None and asyncio is not None and loop is asyncio._get_running_loop():
         # asyncio's own C accessor: one call, no lookups.
@@ -733,15 +735,9 @@ def _loop_probe(loop: object) -> Callable[[], object]:
         return running
     trio = sys.modules.get("trio")
     if loop is not None and trio is not None:
-        current_root_task = trio.lowlevel.current_root_task
-
-        def probe() -> object:
-            try:
-                return current_root_task()
-            except RuntimeError:  # not in trio
-                return None
-
-        return probe
+        # trio's root task (it raises RuntimeError outside trio, which send handles).
+        root_task: Callable[[], object] = trio.lowlevel.current_root_task
+        return root_task
     return current_loop
 
 
