@@ -161,6 +161,7 @@ class TokenManager:
         on_token: OnToken | None = None,
     ) -> None:
         self.clock = clock
+        self._monotonic = clock.monotonic  # bound once: the fast path pays one lookup
         self.refresh = refresh
         self.retry = retry
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -218,7 +219,7 @@ class TokenManager:
                 could be fetched (every waiter of a failed round gets a copy of its error).
         """
         token = self.current
-        if token is not None and self.clock.monotonic() < self.advisory_at:
+        if token is not None and self._monotonic() < self.advisory_at:
             return token
         return await self._slow_token()
 
