@@ -119,7 +119,7 @@ async def _measure(*, background: bool, rounds: int, requests: int) -> _Outcome:
         assert manager is not None
         for _ in range(rounds):
             steady.append(await _load(client, requests))
-            token = manager.token
+            token = manager.current
             assert token is not None
             before, waits = fake.token_count, manager.waits
             # 2 minutes before expiry: in the advisory window, not yet in the mandatory one.
@@ -127,7 +127,7 @@ async def _measure(*, background: bool, rounds: int, requests: int) -> _Outcome:
             window.append(await _load(client, requests))
             refreshes += fake.token_count - before
             waited += manager.waits - waits
-            if manager.token is token:
+            if manager.current is token:
                 raise RuntimeError("the token was not renewed during the window")
     return _Outcome(steady, window, refreshes, waited)
 

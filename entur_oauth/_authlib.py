@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-__all__ = ["AsyncOAuth2Client", "ClientAuthMethod"]
+__all__ = ["AsyncOAuth2Client", "ClientAuthMethod", "OAuth2Token"]
 
 #: authlib's client-auth hook: ``(auth, method, uri, headers, body) -> (uri, headers, body)``.
 ClientAuthMethod = Callable[
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
         client_secret: Any
         metadata: dict[str, Any]
         token: Any
+        token_auth: Any
+        update_token: Callable[..., Any] | None
+        compliance_hook: dict[str, set[Callable[..., Any]]]
 
         def __init__(
             self,
@@ -42,15 +45,17 @@ if TYPE_CHECKING:
 
         async def ensure_active_token(self, token: Any = None) -> Any: ...
 
-        async def _fetch_token(
-            self,
-            url: str,
-            body: str = "",
-            headers: Any = None,
-            auth: Any = httpx2.USE_CLIENT_DEFAULT,
-            method: str = "POST",
-            **kwargs: Any,
-        ) -> Any: ...
+        def register_compliance_hook(self, hook_type: str, hook: Callable[..., Any]) -> None: ...
+
+        def parse_response_token(self, resp: httpx2.Response) -> Any: ...
+
+    class OAuth2Token(dict[str, Any]):
+        """authlib's token: a dict with ``access_token``, ``expires_at``, ... ."""
+
+        def __init__(self, params: dict[str, Any]) -> None: ...
+
+        def is_expired(self, leeway: int = 60) -> bool | None: ...
 
 else:
     from authlib.integrations.httpx_client import AsyncOAuth2Client
+    from authlib.oauth2.rfc6749 import OAuth2Token

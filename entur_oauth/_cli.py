@@ -1082,7 +1082,7 @@ async def _demo_real(settings: EnvSettings, calls: int, path: str | None) -> int
                     tg.start_soon(client.get_access_token)
 
         await burst(calls)
-        token = manager.token
+        token = manager.current
         assert token is not None
         _out(f"1. {calls} concurrent get_access_token() calls")
         _out(
@@ -1096,7 +1096,7 @@ async def _demo_real(settings: EnvSettings, calls: int, path: str | None) -> int
         before = client.token_fetches
         await manager.invalidate(token)  # what an API 401 does
         await burst(calls)
-        renewed = manager.token
+        renewed = manager.current
         assert renewed is not None
         _out(f"3. the token is dropped, as after a 401; {calls} concurrent calls")
         _out(

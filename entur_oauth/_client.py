@@ -1,37 +1,43 @@
 """EnturClient: authlib's AsyncOAuth2Client made to speak Entur.
 
-authlib builds and sends the client-credentials grant. This module adds what Entur needs
-on top, each at the narrowest point authlib offers:
+authlib performs the client-credentials grant: its public ``fetch_token`` builds the
+request, authenticates the client, sends it through this client, runs the
+``access_token_response`` compliance hooks and calls ``parse_response_token``. This
+module plugs in at authlib's public extension points only:
 
 * a registered client-auth method that sends the JSON body Entur documents, with
   ``audience`` on every fetch (authlib drops it on its own re-fetch, authlib#783);
-* a ``_fetch_token`` override that reads the token response defensively (size cap, typed
-  errors, no secret in any exception; authlib raises ``HTTPStatusError`` whose request body
-  holds the secret);
-* token lifecycle in :class:`TokenManager` instead of authlib's ``ensure_active_token``,
-  which holds a lock on every request and never fetches the first client-credentials
-  token (authlib#531);
-* a ``send`` override that adds the bearer only to the API's own hosts, without an httpx
-  auth flow (cheaper per request), and maps 401/403/408 to Entur's meaning.
+* ``parse_response_token``, which reads the token response defensively (typed errors, no
+  secret in any of them) into an ``OAuth2Token``;
+* ``send``, which reads at most 1 MiB of the token response and never follows a redirect
+  there (see ``_grant.py``, the token path's one error boundary), and adds the bearer only
+  to the API's own hosts, without an httpx auth flow (cheaper per request), mapping
+  401/403/408 to Entur's meaning;
+* ``token``, ``fetch_token``, ``ensure_active_token`` and ``update_token``, answered by the
+  :class:`TokenManager` (one fetch shared by all tasks, renewal windows, retries, shared
+  stores) instead of authlib's lock per request, which never fetches the first
+  client-credentials token (authlib#531).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
+import sys
 import warnings
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 from urllib.parse import parse_qsl
 
 import anyio
 import httpx2
 from anyio.abc import TaskGroup
 
-from ._authlib import AsyncOAuth2Client
+from ._authlib import AsyncOAuth2Client, OAuth2Token
 from ._clock import Clock, SystemClock
 from ._codec import TokenCodec, store_key
 from ._config import read_env, resolve_environment, validate_client_name
@@ -41,15 +47,16 @@ from ._errors import (
     EventLoopError,
     ForbiddenError,
     SessionTimeoutError,
-    TokenRequestError,
     UnauthorizedError,
+    UnsupportedOperationError,
 )
+from ._grant import Grant, oauth2_token, parse_response, seed_token, send_token_request
 from ._loop import current_loop
 from ._manager import TokenManager
 from ._policy import RefreshPolicy, RetryPolicy
 from ._secrets import Secret
 from ._stores import TokenStore, default_memory_store
-from ._token import MAX_BODY_BYTES, Token, is_retryable_status, parse_token_response
+from ._token import Token
 
 __all__ = ["EnturClient"]
 
@@ -68,6 +75,10 @@ _RETRIED_DETAIL = "even after one retry with a freshly fetched token"
 _NOT_REPLAYABLE_DETAIL = (
     "(not retried: the request body is a stream that cannot be sent twice; the token was "
     "dropped, so the next request gets a new one)"
+)
+_STORM_DETAIL = (
+    "(not retried: this token replaced a rejected one moments ago, so a new one would be "
+    "refused too; no token was requested, to spare the client's token quota)"
 )
 _NO_TOKEN_DETAIL = (
     "(this client has no credentials; partner APIs need ENTUR_CLIENT_ID and ENTUR_CLIENT_SECRET)"
@@ -93,6 +104,24 @@ _STATUS_MESSAGES = {
         "request's duration.",
     ),
 }
+#: authlib's AsyncOAuth2Client methods that have no meaning for Entur's client-credentials
+#: clients, and what to use instead (each raises UnsupportedOperationError).
+_REFUSED = {
+    "refresh_token": "Entur issues no refresh tokens to client-credentials clients; the "
+    "client renews its token itself, and `await client.fetch_token()` forces a new one",
+    "create_authorization_url": "Entur's partner clients use the client-credentials grant, "
+    "which has no authorization step; the client fetches its token itself",
+    "token_from_fragment": "Entur's partner clients use the client-credentials grant, which "
+    "has no redirect with a token in it; the client fetches its token itself",
+    "revoke_token": "Entur's token endpoint offers no revocation; tokens expire on their own "
+    "(a new one: `await client.fetch_token()`)",
+    "introspect_token": "Entur offers no introspection endpoint; `client.token` shows the "
+    "token and its expiry",
+    "register_client_auth_method": "the client authenticates with the JSON body Entur "
+    "documents, registered at construction",
+}
+#: The compliance hooks that run: the token response is the one authlib step we keep.
+_HOOKS = frozenset({"access_token_response"})
 
 
 def _json_client_auth(audience: str) -> Any:
@@ -113,12 +142,252 @@ def _json_client_auth(audience: str) -> Any:
     return encode
 
 
-class EnturClient(AsyncOAuth2Client):
+def _refused(name: str) -> Callable[..., NoReturn]:
+    """Return a stand-in for authlib's ``name`` that raises UnsupportedOperationError."""
+    advice = _REFUSED[name]
+
+    def refused(self: object, *args: object, **kwargs: object) -> NoReturn:
+        raise UnsupportedOperationError(f"EnturClient.{name}() is not available: {advice}.")
+
+    refused.__name__ = refused.__qualname__ = name
+    refused.__doc__ = f"Not available on an Entur client: {advice}."
+    return refused
+
+
+class _TokenSurface(AsyncOAuth2Client):
+    """authlib's token surface for a client-credentials client, answered by the token manager,
+    and the client's lifecycle (one event loop; the manager's tasks run in ``async with``)."""
+
+    environment: Environment
+    _token_origins: frozenset[tuple[str, str, int | None]]
+    _manager: TokenManager | None
+    _clock: Clock
+    _loop: object
+    _loop_probe: Callable[[], object]
+    _task_group: TaskGroup | None
+    _exit_stack: AsyncExitStack | None
+
+    # -- tokens --------------------------------------------------------------------------
+
+    @property
+    def token_fetches(self) -> int:
+        """Token requests this client has sent, retries included (0 for open-API clients).
+
+        A client that took its token from a shared store counts none: useful to check, or
+        to export as a metric, that a fleet really shares one token.
+        """
+        return self._manager.fetches if self._manager is not None else 0
+
+    @property
+    def token(self) -> Any:
+        """The current token as authlib's ``OAuth2Token``; ``None`` before the first.
+
+        Setting it (authlib's dict) makes the client use that token from now on, without
+        a token request, as authlib does.
+        """
+        return self.token_auth.token
+
+    @token.setter
+    def token(self, value: Any) -> None:
+        seeded = seed_token(value, self._clock) if value is not None else None
+        self.token_auth.set_token(value)
+        if seeded is not None and self._manager is not None:
+            self._manager.seed(seeded)
+
+    async def get_access_token(self) -> str:
+        """Return a valid access token, reused or freshly fetched, to hand to another library.
+
+        Raises:
+            ConfigurationError: This is an open-API client (no credentials).
+            TokenRequestError: No token could be fetched.
+        """
+        return (await self._current_token()).access_token
+
+    async def _current_token(self) -> Token:
+        return await self._token_manager().token()
+
+    async def fetch_token(
+        self, url: str | None = None, body: str = "", **kwargs: Any
+    ) -> OAuth2Token:
+        """Fetch a new token now (authlib's method, through the shared token manager).
+
+        Every task of this client uses the new token from then on, and a shared store
+        receives it. ``url`` may only be the environment's token URL.
+
+        Returns:
+            The new token as authlib's ``OAuth2Token``.
+
+        Raises:
+            UnsupportedOperationError: Another URL, a body or grant options were given.
+            TokenRequestError: No token could be fetched.
+        """
+        if body or kwargs or url not in {None, self.environment.token_url}:
+            raise UnsupportedOperationError(
+                "EnturClient.fetch_token() takes no arguments: it runs the client-credentials "
+                f"grant against {self.environment.token_url} with the client's own audience."
+            )
+        return oauth2_token(await self._token_manager().renew())
+
+    async def ensure_active_token(self, token: Any = None) -> bool:
+        """authlib's hook: make sure a valid token is at hand (no request while one is)."""
+        await self._token_manager().token()
+        return True
+
+    def parse_response_token(self, resp: httpx2.Response) -> OAuth2Token:
+        """Read a token response (authlib calls this): typed errors, no secret in them.
+
+        Raises:
+            TokenRequestError: The response holds no usable bearer token.
+        """
+        return parse_response(
+            resp,
+            secret=self.client_secret,
+            clock=self._clock,
+            where=f"The token endpoint {self.environment.token_url}",
+        )
+
+    def register_compliance_hook(self, hook_type: str, hook: Callable[..., Any]) -> None:
+        """Register authlib's ``access_token_response`` hook; it runs on every token response.
+
+        Raises:
+            UnsupportedOperationError: Any other hook type (none of them ever runs here).
+        """
+        if hook_type not in _HOOKS:
+            raise UnsupportedOperationError(
+                f"The {hook_type!r} compliance hook never runs on an Entur client (it has no "
+                "refresh, revocation or introspection, and sets the bearer itself): only "
+                "'access_token_response' does. For API requests use httpx2's event_hooks."
+            )
+        super().register_compliance_hook(hook_type, hook)
+
+    refresh_token = _refused("refresh_token")
+    create_authorization_url = _refused("create_authorization_url")
+    token_from_fragment = _refused("token_from_fragment")
+    revoke_token = _refused("revoke_token")
+    introspect_token = _refused("introspect_token")
+    register_client_auth_method = _refused("register_client_auth_method")
+
+    def _in_scope(self, url: httpx2.URL) -> bool:
+        """Tell whether ``url`` is on a host that receives the token (the API's own)."""
+        # scheme/host/port are plain attribute reads on httpx2's parsed URL; netloc would
+        # join and encode a new string on every request.
+        return (url.scheme, url.host, url.port) in self._token_origins
+
+    def _token_manager(self) -> TokenManager:
+        manager = self._manager
+        if manager is None:
+            raise ConfigurationError(
+                "This client has no client_id/client_secret, so it has no token; create it "
+                "with credentials (or ENTUR_CLIENT_ID/ENTUR_CLIENT_SECRET) for partner APIs."
+            )
+        self._check_loop()
+        return manager
+
+    async def _on_token(self, token: Token) -> None:
+        """The manager installed a new token: show it as ``client.token``, tell update_token."""
+        previous = self.token
+        new = oauth2_token(token)
+        self.token_auth.set_token(new)  # not the setter: the manager has it already
+        hook = self.update_token
+        if hook is None:
+            return
+        old = previous.get("access_token") if previous else None
+        try:
+            result = hook(new, refresh_token=None, access_token=old)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # a persistence hook must not stop requests
+            # Only the type: the hook's own message may quote the token it was handed.
+            logger.warning(
+                "update_token raised %s; the new token is used all the same", type(exc).__name__
+            )
+
+    def _check_loop(self, *, closing: bool = False) -> None:
+        loop = current_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._loop_probe = _loop_probe(loop)
+        elif loop is not self._loop:
+            advice = (
+                "Close it in the event loop that used it (async with EnturClient(...) inside "
+                "the function you pass to anyio.run)."
+                if closing
+                else "Create one client per event loop, e.g. inside the function you pass to "
+                "anyio.run."
+            )
+            raise EventLoopError(
+                "This EnturClient was first used in another event loop (or another "
+                "anyio.run); a client and its connections belong to one event loop. " + advice
+            )
+
+    def _check_closing_loop(self) -> None:
+        # Pooled connections can only be closed by the loop that opened them: an asyncio
+        # transport needs its (by now usually closed) loop, a trio socket needs trio. Left
+        # to httpcore2, that fails deep inside it ("Event loop is closed", "must be called
+        # from async context") and half-closes the pool; refuse before touching anything.
+        if self._loop is not None:  # never used: nothing pooled, any loop may close it
+            self._check_loop(closing=True)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        manager = self._manager
+        if manager is not None:
+            self._check_loop()
+            self._exit_stack = AsyncExitStack()
+            task_group = self._task_group
+            if task_group is None:
+                task_group = await self._exit_stack.enter_async_context(anyio.create_task_group())
+            # Stop the manager's tasks on exit, also when they run in the user's task group
+            # (which would otherwise wait for the refresher forever).
+            self._exit_stack.callback(manager.stop)
+            await manager.start(task_group)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        try:
+            if self._exit_stack is not None:
+                stack, self._exit_stack = self._exit_stack, None
+                await stack.aclose()
+        finally:
+            self._check_closing_loop()
+            await super().__aexit__(exc_type, exc_value, traceback)
+
+    async def aclose(self) -> None:
+        """Close the connections (see ``httpx2.AsyncClient.aclose``).
+
+        Raises:
+            EventLoopError: Called from another event loop than the one that used the client.
+        """
+        self._check_closing_loop()
+        await super().aclose()
+
+    def __del__(self) -> None:
+        # authlib's __del__ only breaks a reference cycle and raises on half-built
+        # clients ("Exception ignored in ..."); the garbage collector handles the cycle.
+        pass
+
+
+class EnturClient(_TokenSurface):
     """An ``httpx2.AsyncClient`` for Entur's APIs that handles authentication for you.
 
     With ``client_id`` and ``client_secret`` it fetches an OAuth2 client-credentials token
     on first use, reuses it, and renews it before it expires; without them it is a client
     for Entur's open APIs. Either way every request carries ``ET-Client-Name``.
+
+    Of authlib's ``AsyncOAuth2Client`` these work: ``token`` (the current token as an
+    ``OAuth2Token``), ``await fetch_token()`` (a new token now, used from then on),
+    ``ensure_active_token()``, ``update_token=`` (awaited with each new token),
+    ``register_compliance_hook("access_token_response", hook)``, ``parse_response_token``
+    and ``client_auth``. ``refresh_token``, ``create_authorization_url``,
+    ``token_from_fragment``, ``revoke_token``, ``introspect_token`` and
+    ``register_client_auth_method`` raise ``UnsupportedOperationError``, saying what to use.
 
     Args:
         client_id: The client id from Entur Partner; ``None`` for the open APIs.
@@ -128,9 +397,12 @@ class EnturClient(AsyncOAuth2Client):
         token_store: Where tokens are shared; default: one in-memory store per process.
         refresh: When tokens are renewed (:class:`RefreshPolicy`).
         retry: How the token endpoint is retried (:class:`RetryPolicy`).
-        task_group: Run the background refresher in this task group instead of one the
-            client opens in ``async with`` (only with ``RefreshPolicy(background=True)``).
+        task_group: Where ``async with client`` runs shared token fetches and the
+            background refresher, instead of a task group of its own.
         clock: Time source, for tests.
+        token: A token to start with (authlib's ``{"access_token": ..., "expires_at": ...}``).
+        update_token: authlib's hook, awaited as ``update_token(token, refresh_token=None,
+            access_token=<the previous access token or None>)`` with each new token.
         **httpx_options: Any ``httpx2.AsyncClient`` option (``transport``, ``timeout``,
             ``headers``, ``event_hooks``, ``limits``, ...). ``base_url`` defaults to the
             environment's API base.
@@ -151,41 +423,18 @@ class EnturClient(AsyncOAuth2Client):
         retry: RetryPolicy | None = None,
         task_group: TaskGroup | None = None,
         clock: Clock | None = None,
+        token: Mapping[str, Any] | None = None,
+        update_token: Callable[..., Awaitable[None] | None] | None = None,
         **httpx_options: Any,
     ) -> None:
         # Validate everything before authlib and httpx build anything, so a bad setting
         # leaves no half-built client behind (authlib's __del__ trips over those).
         env = resolve_environment(environment)
         name = validate_client_name(client_name)
-        if client_id is not None and not isinstance(client_id, str):
-            raise ConfigurationError(f"client_id must be a str, not {type(client_id).__name__}.")
-        if client_secret is not None and not isinstance(client_secret, str | Secret):
-            raise ConfigurationError(
-                f"client_secret must be a str or a Secret, not {type(client_secret).__name__}."
-            )
-        if (
-            (client_id is None) != (client_secret is None)
-            or client_id == ""
-            or (client_secret is not None and not client_secret)
-        ):
-            raise ConfigurationError(
-                "Give both client_id and client_secret (a partner-API client) or neither "
-                "(an open-API client); one of them is missing or empty."
-            )
-        secret = Secret(client_secret) if isinstance(client_secret, str) else client_secret
-        refresh = refresh or RefreshPolicy()
+        secret = _check_settings(client_id, client_secret, token_store, httpx_options)
+        clock = clock or SystemClock()
+        seed = seed_token(token, clock) if token is not None and secret is not None else None
         retry = retry or RetryPolicy()
-        if token_store is not None and not isinstance(token_store, TokenStore):
-            raise ConfigurationError(
-                f"token_store must implement TokenStore (get, set, delete, lock), "
-                f"not {type(token_store).__name__}."
-            )
-        unknown = set(httpx_options) - _HTTPX_OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"Unknown option(s) {sorted(unknown)}: EnturClient takes the Entur options "
-                "and the httpx2.AsyncClient options only."
-            )
         headers = httpx2.Headers(httpx_options.pop("headers", None))
         headers["ET-Client-Name"] = name
         httpx_options.setdefault("base_url", env.api_base_url)
@@ -193,13 +442,14 @@ class EnturClient(AsyncOAuth2Client):
         # (they would end up, unused, in self.metadata): set through httpx2's setters below.
         params = httpx_options.pop("params", None)
         user_auth = httpx_options.pop("auth", None)
-
         super().__init__(
             client_id=client_id,
             client_secret=secret,
             token_endpoint_auth_method=_AUTH_METHOD if client_id else None,
             token_endpoint=env.token_url,
             grant_type="client_credentials",
+            token=token,
+            update_token=update_token,
             headers=headers,
             **httpx_options,
         )
@@ -209,24 +459,23 @@ class EnturClient(AsyncOAuth2Client):
             self.auth = user_auth
         self.environment = env
         self.client_name = name
-        self._clock: Clock = clock or SystemClock()
+        self._clock = clock
         self._task_group = task_group
         self._exit_stack: AsyncExitStack | None = None
         self._loop: object = None
+        self._loop_probe: Callable[[], object] = current_loop
         self._token_origins = _origins(env)
+        self._token_url = url = httpx2.URL(env.token_url)
+        self._token_key = (url.scheme, url.host, url.port, url.path)
         self._manager: TokenManager | None = None
         if client_id is not None and secret is not None:
-            self.register_client_auth_method((_AUTH_METHOD, _json_client_auth(env.audience)))
-            key = store_key(env.token_url, env.audience, client_id)
-            self._manager = TokenManager(
-                self._request_token,
-                clock=self._clock,
-                refresh=refresh,
-                retry=retry,
-                store=token_store if token_store is not None else default_memory_store(),
-                store_key=key,
-                codec=TokenCodec(secret, key),
+            method = (_AUTH_METHOD, _json_client_auth(env.audience))
+            AsyncOAuth2Client.register_client_auth_method(self, method)
+            self._manager = _manager_for(
+                self, client_id, secret=secret, store=token_store, refresh=refresh, retry=retry
             )
+            if seed is not None:
+                self._manager.seed(seed)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -254,152 +503,6 @@ class EnturClient(AsyncOAuth2Client):
         }
         kwargs.update(overrides)
         return cls(**kwargs)
-
-    # -- tokens --------------------------------------------------------------------------
-
-    @property
-    def token_fetches(self) -> int:
-        """Token requests this client has sent, retries included (0 for open-API clients).
-
-        A client that took its token from a shared store counts none: useful to check, or
-        to export as a metric, that a fleet really shares one token.
-        """
-        return self._manager.fetches if self._manager is not None else 0
-
-    async def get_access_token(self) -> str:
-        """Return a valid access token, reused or freshly fetched, to hand to another library.
-
-        Raises:
-            ConfigurationError: This is an open-API client (no credentials).
-            TokenRequestError: No token could be fetched.
-        """
-        return (await self._current_token()).access_token
-
-    async def _current_token(self) -> Token:
-        manager = self._manager
-        if manager is None:
-            raise ConfigurationError(
-                "This client has no client_id/client_secret, so it has no token; create it "
-                "with credentials (or ENTUR_CLIENT_ID/ENTUR_CLIENT_SECRET) for partner APIs."
-            )
-        self._check_loop()
-        token = manager.token
-        if token is None or manager.clock.monotonic() >= manager.advisory_at:
-            token = await manager.get()
-        return token
-
-    async def ensure_active_token(self, token: Any = None) -> bool:
-        """authlib's hook, answered by the token manager (fetches with ``audience``)."""
-        await self._current_token()
-        return True
-
-    async def _request_token(self) -> Token:
-        """Ask the token endpoint once, through authlib's grant; our ``_fetch_token`` reads it."""
-        error: TokenRequestError
-        try:
-            token: Token = await self.fetch_token(self.environment.token_url)
-        except httpx2.TimeoutException as exc:
-            error = TokenRequestError(
-                f"The token request to {self.environment.token_url} timed out "
-                f"({type(exc).__name__}); it is retried automatically. Check network access "
-                "to the token endpoint.",
-                retryable=True,
-            )
-        except httpx2.TransportError as exc:
-            error = TokenRequestError(
-                f"Could not reach the token endpoint {self.environment.token_url} "
-                f"({type(exc).__name__}: {exc}); check the network, proxy and DNS.",
-                retryable=True,
-            )
-        except httpx2.HTTPStatusError as exc:
-            # Raised by a user's response hook (raise_for_status) on the token response.
-            status = exc.response.status_code
-            error = TokenRequestError(
-                f"The token endpoint {self.environment.token_url} answered HTTP {status} "
-                "(raised by a response event hook before entur_oauth read it).",
-                status_code=status,
-                retryable=is_retryable_status(status),
-            )
-        except httpx2.HTTPError as exc:
-            error = TokenRequestError(
-                f"The token request to {self.environment.token_url} failed "
-                f"({type(exc).__name__}); check the token URL and any event hooks.",
-            )
-        else:
-            return token
-        # Raised outside the except block: ``from None`` only hides the httpx error, whose
-        # ``request`` is the token request with the client secret in its body.
-        raise error
-
-    async def _fetch_token(
-        self,
-        url: str,
-        body: str = "",
-        headers: Any = None,
-        auth: Any = _USE_DEFAULT,
-        method: str = "POST",
-        **kwargs: Any,
-    ) -> Token:
-        # authlib has prepared the grant (body, headers, client auth); we send it and read
-        # the answer ourselves: at most MAX_BODY_BYTES, and into typed errors only.
-        manager = self._manager
-        assert manager is not None  # only clients with credentials fetch
-        request = self.build_request(
-            method,
-            url,
-            data=dict(parse_qsl(body, keep_blank_values=True)),
-            headers=headers,
-            timeout=manager.retry.timeout,
-        )
-        if self.params:
-            # The client's params are meant for API calls: the token endpoint (another
-            # host, our own request) gets its URL exactly as configured.
-            request.url = httpx2.URL(url)
-        clock = manager.clock
-        sent_monotonic, sent_wall = clock.monotonic(), clock.time()
-        # httpx2.AsyncClient.send directly: token requests never get a bearer or API mapping.
-        # Never follow a redirect: a 307/308 would re-send the body, secret included, to
-        # wherever the Location header points.
-        response = await httpx2.AsyncClient.send(
-            self, request, auth=auth, stream=True, follow_redirects=False
-        )
-        try:
-            content = bytearray()
-            truncated = False
-            # aclosing: leaving the loop early must close the generator now, not at GC.
-            async with aclosing(response.aiter_bytes()) as chunks:
-                async for chunk in chunks:
-                    content += chunk
-                    if len(content) > MAX_BODY_BYTES:
-                        truncated = True
-                        break
-        except httpx2.HTTPError as exc:
-            failed: str | None = type(exc).__name__
-        else:
-            failed = None
-        finally:
-            await response.aclose()
-        if failed is not None:
-            # Outside the except block, so the error keeps no context holding the request.
-            raise TokenRequestError(
-                f"Reading the token response failed ({failed}); it is retried automatically.",
-                status_code=response.status_code,
-                retryable=True,
-            )
-        return parse_token_response(
-            response.status_code,
-            response.headers,
-            bytes(content),
-            sent_monotonic=sent_monotonic,
-            sent_wall=sent_wall,
-            # Wrapped: parse_token_response keeps ``redact`` in a local of the frame that
-            # raises, and tools that capture locals (Sentry, pytest -l) print those.
-            redact=(_Unprintable(self.client_secret.reveal()),)
-            if isinstance(self.client_secret, Secret)
-            else (),
-            truncated=truncated,
-            where=f"The token endpoint {url}",
-        )
 
     # -- requests ------------------------------------------------------------------------
 
@@ -462,173 +565,213 @@ class EnturClient(AsyncOAuth2Client):
         follow_redirects: bool | Any = _USE_DEFAULT,
     ) -> httpx2.Response:
         """Send ``request``, adding the bearer token when it goes to the API's own hosts."""
-        loop = current_loop()
-        if loop is not self._loop:
-            self._check_loop(loop)
-        if not self._in_scope(request.url):
+        try:
+            running = self._loop_probe()
+        except RuntimeError:  # trio's probe, outside trio
+            running = None
+        if running is not self._loop:
+            self._check_loop()
+        url = request.url
+        manager = self._manager
+        if (
+            manager is None
+            or auth is not _USE_DEFAULT
+            or (url.scheme, url.host, url.port) not in self._token_origins
+        ):
+            return await self._send_untokened(request, stream, auth, follow_redirects)
+        token = await manager.token()
+        request.headers["Authorization"] = token.authorization
+        try:
+            response = await _httpx_send(
+                self,
+                request,
+                stream=stream,
+                auth=_USE_DEFAULT if self.auth is None else _BearerAfter(self.auth, token),
+                follow_redirects=follow_redirects,
+            )
+        except httpx2.HTTPError as exc:
+            error = _without_bearer(exc, request)
+        else:
+            if response.status_code in _STATUS_MESSAGES:  # 401, 403, 408: one lookup
+                return await self._rejected(request, response, token, stream, follow_redirects)
+            if stream:
+                # The body is read later, by the caller: an error then carries this request.
+                _strip_bearer(request, response)
+            return response
+        del token  # not left in a local of the frame the error is raised from
+        raise error
+
+    async def _send_untokened(
+        self, request: httpx2.Request, stream: bool, auth: Any, follow_redirects: Any
+    ) -> httpx2.Response:
+        """Send a request that gets no bearer: the token request, another host, or asked so."""
+        url = request.url
+        if (
+            request.method == "POST"
+            and (url.scheme, url.host, url.port, url.path) == self._token_key
+        ):
+            # authlib's grant: the configured URL exactly (client params are for API calls).
+            request.url = self._token_url
+            return await send_token_request(self, request, auth, self._clock)
+        response = await _httpx_send(
+            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+        )
+        if not self._in_scope(url):
             # Not an Entur API host we know: no token, no Entur status mapping.
+            return response
+        detail = _NO_TOKEN_DETAIL if self._manager is None else _WITHHELD_DETAIL
+        return await _raise_for_entur_status(self, request, response, stream, detail)
+
+    async def _rejected(
+        self,
+        request: httpx2.Request,
+        response: httpx2.Response,
+        token: Token,
+        stream: bool,
+        follow_redirects: Any,
+    ) -> httpx2.Response:
+        """Handle a 401, 403 or 408 from the API: retry 401/408 once with a new token."""
+        status = response.status_code
+        detail = _RETRIED_DETAIL
+        manager = self._manager
+        if manager is not None and status in {401, 408} and self._in_scope(response.request.url):
+            # The token was rejected, or expired mid-flight: it is dropped either way,
+            # unless it replaced a rejected token moments ago (the 401-storm guard).
+            if not await manager.invalidate(token):
+                detail = _STORM_DETAIL
+            elif _replayable(request.stream):
+                await response.aclose()
+                logger.debug("API answered %d; retrying once with a new token", status)
+                retried = await self._retry(request, stream, follow_redirects)
+                if isinstance(retried, httpx2.HTTPError):
+                    del token
+                    raise retried  # outside any except block: no chain to the original
+                response = retried
+            else:
+                detail = _NOT_REPLAYABLE_DETAIL
+        del token
+        if stream:
+            _strip_bearer(request, response)
+        return await _raise_for_entur_status(self, request, response, stream, detail)
+
+    async def _retry(
+        self, request: httpx2.Request, stream: bool, follow_redirects: Any
+    ) -> httpx2.Response | httpx2.HTTPError:
+        """Send ``request`` again with a new token; return the response or the error."""
+        token = await self._token_manager().token()
+        request.headers["Authorization"] = token.authorization
+        auth = _USE_DEFAULT if self.auth is None else _BearerAfter(self.auth, token)
+        del token
+        try:
             return await _httpx_send(
                 self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )
-        manager = self._manager
-        if manager is None or auth is not _USE_DEFAULT:
-            response = await _httpx_send(
-                self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
-            )
-            detail = _NO_TOKEN_DETAIL if manager is None else _WITHHELD_DETAIL
-            return await self._raise_for_entur_status(request, response, stream, detail)
-        token = manager.token
-        if token is None or manager.clock.monotonic() >= manager.advisory_at:
-            token = await manager.get()
-        request.headers["Authorization"] = token.authorization
-        response = await _httpx_send(
-            self,
-            request,
-            stream=stream,
-            auth=self._auth_for(token),
-            follow_redirects=follow_redirects,
-        )
-        # One lookup on the common path; 401, 403 and 408 are all keys of _STATUS_MESSAGES.
-        if response.status_code not in _STATUS_MESSAGES:
-            return response
-        status = response.status_code
-        detail = _RETRIED_DETAIL
-        if status in {401, 408} and self._in_scope(response.request.url):
-            # The token was rejected, or expired mid-flight: it is dropped either way.
-            await manager.invalidate(token)
-            if _replayable(request.stream):
-                await response.aclose()
-                logger.debug("API answered %d; retrying once with a new token", status)
-                token = await manager.get()
-                request.headers["Authorization"] = token.authorization
-                response = await _httpx_send(
-                    self,
-                    request,
-                    stream=stream,
-                    auth=self._auth_for(token),
-                    follow_redirects=follow_redirects,
-                )
-            else:
-                detail = _NOT_REPLAYABLE_DETAIL
-        return await self._raise_for_entur_status(request, response, stream, detail)
-
-    def _auth_for(self, token: Token) -> httpx2.Auth | Any:
-        """Return the auth for a request to the API that carries ``token``.
-
-        A client-level ``auth=`` still runs on API requests (it may add a signature or a
-        header of its own), but the bearer is what Entur checks: it is set again on every
-        request the user's flow yields, so a flow that writes Authorization cannot replace
-        it (nor make us drop a good token on the 401 that would follow). Without a client
-        auth this is httpx2's default, at no cost.
-        """
-        user_auth = self.auth
-        if user_auth is None:
-            return _USE_DEFAULT
-        return _BearerAfter(user_auth, token.authorization)
-
-    def _in_scope(self, url: httpx2.URL) -> bool:
-        """Tell whether ``url`` is on a host that receives the token (the API's own)."""
-        # scheme/host/port are plain attribute reads on httpx2's parsed URL; netloc would
-        # join and encode a new string on every request.
-        return (url.scheme, url.host, url.port) in self._token_origins
-
-    async def _raise_for_entur_status(
-        self, request: httpx2.Request, response: httpx2.Response, stream: bool, detail: str
-    ) -> httpx2.Response:
-        mapped = _STATUS_MESSAGES.get(response.status_code)
-        # A status from another host (reached by a redirect) carries no Entur meaning.
-        if mapped is None or not self._in_scope(response.request.url):
-            return response
-        error_class, template = mapped
-        if stream:
-            # Read the (small) error body so the exception's response is usable; aread
-            # closes the stream, and so does aclose if reading fails.
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        # The exception keeps the requests for the user; the token is taken off each first
-        # (a same-origin redirect keeps the header on the request httpx2 built for it).
-        for sent in (request, response.request, *(r.request for r in response.history)):
-            sent.headers.pop("Authorization", None)
-        url = request.url.copy_with(query=None)
-        message = template.format(url=url, env=self.environment.name, detail=detail)
-        raise error_class(message, request=request, response=response)
-
-    def _check_loop(self, loop: object | None = None, *, closing: bool = False) -> None:
-        loop = current_loop() if loop is None else loop
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            advice = (
-                "Close it in the event loop that used it (async with EnturClient(...) inside "
-                "the function you pass to anyio.run)."
-                if closing
-                else "Create one client per event loop, e.g. inside the function you pass to "
-                "anyio.run."
-            )
-            raise EventLoopError(
-                "This EnturClient was first used in another event loop (or another "
-                "anyio.run); a client and its connections belong to one event loop. " + advice
-            )
-
-    def _check_closing_loop(self) -> None:
-        # Pooled connections can only be closed by the loop that opened them: an asyncio
-        # transport needs its (by now usually closed) loop, a trio socket needs trio. Left
-        # to httpcore2, that fails deep inside it ("Event loop is closed", "must be called
-        # from async context") and half-closes the pool; refuse before touching anything.
-        if self._loop is not None:  # never used: nothing pooled, any loop may close it
-            self._check_loop(closing=True)
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        manager = self._manager
-        if manager is not None and manager.refresh.background:
-            self._check_loop()
-            self._exit_stack = AsyncExitStack()
-            task_group = self._task_group
-            if task_group is None:
-                task_group = await self._exit_stack.enter_async_context(anyio.create_task_group())
-            # Stop the refresher on exit, also when it runs in the user's task group
-            # (which would otherwise wait for it forever).
-            self._exit_stack.callback(manager.stop_refresher)
-            await task_group.start(manager.run_refresher)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        try:
-            if self._exit_stack is not None:
-                stack, self._exit_stack = self._exit_stack, None
-                await stack.aclose()
-        finally:
-            self._check_closing_loop()
-            await super().__aexit__(exc_type, exc_value, traceback)
-
-    async def aclose(self) -> None:
-        """Close the connections (see ``httpx2.AsyncClient.aclose``).
-
-        Raises:
-            EventLoopError: Called from another event loop than the one that used the client.
-        """
-        self._check_closing_loop()
-        await super().aclose()
+        except httpx2.HTTPError as exc:
+            return _without_bearer(exc, request)
 
     def __repr__(self) -> str:
         kind = f"client_id={self.client_id!r}" if self._manager else "open API"
         env, name = self.environment.name, self.client_name
         return f"<EnturClient environment={env!r} {kind} client_name={name!r}>"
 
-    def __del__(self) -> None:
-        # authlib's __del__ only breaks a reference cycle and raises on half-built
-        # clients ("Exception ignored in ..."); the garbage collector handles the cycle.
-        pass
+
+async def _raise_for_entur_status(
+    client: EnturClient,
+    request: httpx2.Request,
+    response: httpx2.Response,
+    stream: bool,
+    detail: str,
+) -> httpx2.Response:
+    """Return ``response``, or raise the APIError an Entur API's 401/403/408 means."""
+    mapped = _STATUS_MESSAGES.get(response.status_code)
+    # A status from another host (reached by a redirect) carries no Entur meaning.
+    if mapped is None or not client._in_scope(response.request.url):
+        return response
+    error_class, template = mapped
+    if stream:
+        # Read the (small) error body so the exception's response is usable; aread
+        # closes the stream, and so does aclose if reading fails.
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+    _strip_bearer(request, response)
+    url = request.url.copy_with(query=None)
+    message = template.format(url=url, env=client.environment.name, detail=detail)
+    raise error_class(message, request=request, response=response)
+
+
+def _manager_for(
+    client: EnturClient,
+    client_id: str,
+    *,
+    secret: Secret,
+    store: TokenStore | None,
+    refresh: RefreshPolicy | None,
+    retry: RetryPolicy,
+) -> TokenManager:
+    """Return the token manager of a partner client: it fetches through the client's grant."""
+    env, clock = client.environment, client._clock
+    key = store_key(env.token_url, env.audience, client_id)
+    return TokenManager(
+        Grant(client, url=env.token_url, audience=env.audience, clock=clock, timeout=retry.timeout),
+        clock=clock,
+        refresh=refresh or RefreshPolicy(),
+        retry=retry,
+        store=store if store is not None else default_memory_store(),
+        store_key=key,
+        codec=TokenCodec(secret, key),
+        on_token=client._on_token,
+    )
+
+
+def _loop_probe(loop: object) -> Callable[[], object]:
+    """Return the cheapest call that gives ``loop`` back while it runs, and anything else
+    (``None``, another loop, or a RuntimeError) elsewhere: what send checks per request."""
+    asyncio = sys.modules.get("asyncio")
+    if loop is not None and asyncio is not None and loop is asyncio._get_running_loop():
+        # asyncio's own C accessor: one call, no lookups.
+        running: Callable[[], object] = asyncio._get_running_loop
+        return running
+    trio = sys.modules.get("trio")
+    if loop is not None and trio is not None:
+        # trio's root task (it raises RuntimeError outside trio, which send handles).
+        root_task: Callable[[], object] = trio.lowlevel.current_root_task
+        return root_task
+    return current_loop
+
+
+def _check_settings(
+    client_id: object, client_secret: object, token_store: object, options: Mapping[str, Any]
+) -> Secret | None:
+    """Check the credentials, the store and the httpx2 options; return the secret."""
+    if client_id is not None and not isinstance(client_id, str):
+        raise ConfigurationError(f"client_id must be a str, not {type(client_id).__name__}.")
+    if client_secret is not None and not isinstance(client_secret, str | Secret):
+        raise ConfigurationError(
+            f"client_secret must be a str or a Secret, not {type(client_secret).__name__}."
+        )
+    if (
+        (client_id is None) != (client_secret is None)
+        or client_id == ""
+        or (client_secret is not None and not client_secret)
+    ):
+        raise ConfigurationError(
+            "Give both client_id and client_secret (a partner-API client) or neither "
+            "(an open-API client); one of them is missing or empty."
+        )
+    if token_store is not None and not isinstance(token_store, TokenStore):
+        raise ConfigurationError(
+            f"token_store must implement TokenStore (get, set, delete, lock), "
+            f"not {type(token_store).__name__}."
+        )
+    unknown = set(options) - _HTTPX_OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown option(s) {sorted(unknown)}: EnturClient takes the Entur options "
+            "and the httpx2.AsyncClient options only."
+        )
+    return Secret(client_secret) if isinstance(client_secret, str) else client_secret
 
 
 _HTTPX_OPTIONS = frozenset(
@@ -656,23 +799,12 @@ _HTTPX_OPTIONS = frozenset(
 )
 
 
-class _Unprintable(str):
-    """A secret that works as a ``str`` (to find and blank it in a response body) but shows
-    as ``'[redacted]'`` in ``repr``, which is what captured frame locals print."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        # Only repr: str() must stay the value, as the redaction code may call it.
-        return "'[redacted]'"
-
-
 class _BearerAfter(httpx2.Auth):
     """Run the user's auth flow, then put the bearer on each request it yields."""
 
-    def __init__(self, inner: httpx2.Auth, authorization: str) -> None:
+    def __init__(self, inner: httpx2.Auth, token: Token) -> None:
         self._inner = inner
-        self._authorization = authorization
+        self._authorization = token.authorization
 
     def __repr__(self) -> str:
         # Never the token: an auth object can end up in a log or a traceback.
@@ -720,3 +852,30 @@ def _origins(env: Environment) -> frozenset[tuple[str, str, int | None]]:
         for u in candidates
         if u.host and (u.scheme == "https" or is_loopback_host(u.host))
     )
+
+
+def _without_bearer(exc: httpx2.HTTPError, request: httpx2.Request) -> httpx2.HTTPError:
+    """Return a new ``exc`` of the same type whose requests carry no ``Authorization``.
+
+    The original is dropped with its traceback and chain: httpcore's frames and httpx2's
+    ``request`` hold the bearer, and a pickle of the error would carry it.
+    """
+    try:
+        sent = exc.request
+    except RuntimeError:  # httpx2 raises this when no request was attached
+        sent = request
+    for each in (request, sent):
+        each.headers.pop("Authorization", None)
+    message = str(exc)
+    if isinstance(exc, httpx2.HTTPStatusError):  # from a user's response event hook
+        return type(exc)(message, request=sent, response=exc.response)
+    if isinstance(exc, httpx2.RequestError):
+        return type(exc)(message, request=sent)
+    return httpx2.TransportError(message, request=sent)
+
+
+def _strip_bearer(request: httpx2.Request, response: httpx2.Response) -> None:
+    """Take the token off every request a response or an error about it carries (a
+    same-origin redirect keeps the header on the request httpx2 built for it)."""
+    for sent in (request, response.request, *(r.request for r in response.history)):
+        sent.headers.pop("Authorization", None)

@@ -5,6 +5,7 @@ The hierarchy::
     EnturError
     ├── ConfigurationError (also ValueError)   bad settings, raised at construction
     ├── EventLoopError                         a client used from a second event loop
+    ├── UnsupportedOperationError              an authlib method that has no Entur meaning
     ├── TokenRequestError                      the token endpoint failed
     │   └── InvalidCredentialsError            the token endpoint rejected the client
     └── APIError (also httpx2.HTTPStatusError) an Entur API refused a request
@@ -29,6 +30,7 @@ __all__ = [
     "SessionTimeoutError",
     "TokenRequestError",
     "UnauthorizedError",
+    "UnsupportedOperationError",
 ]
 
 
@@ -42,6 +44,11 @@ class ConfigurationError(EnturError, ValueError):
 
 class EventLoopError(EnturError, RuntimeError):
     """Raised when a client is used from an event loop other than the one it started in."""
+
+
+class UnsupportedOperationError(EnturError, NotImplementedError):
+    """Raised when an inherited authlib method does not apply to Entur's client-credentials
+    clients (``refresh_token``, ``revoke_token``, ...); the message says what to use instead."""
 
 
 class TokenRequestError(EnturError):

@@ -145,14 +145,33 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _seconds(value: object) -> float | None:
+    """Read a lifetime in seconds; ``None`` when unreadable, absurd ones included.
+
+    A positive value too large to count in milliseconds (``1e308``, a 5,000-digit integer)
+    is no real lifetime: it counts as unknown rather than as "as long as allowed".
+    Zero and negative values mean "expired already" and are clamped, not ignored.
+    """
+    number = _number(value)
+    if number is None or (number > 0 and not math.isfinite(number * 1000.0)):
+        return None
+    return number
+
+
 def _lifetime(payload: Mapping[str, Any], access_token: str, sent_wall: float) -> float:
     candidates = []
-    if (expires_in := _number(payload.get("expires_in"))) is not None:
+    if (expires_in := _seconds(payload.get("expires_in"))) is not None:
         candidates.append(expires_in)
-    if (exp := _number(_jwt_claims(access_token).get("exp"))) is not None:
+    if (exp := _seconds(_jwt_claims(access_token).get("exp"))) is not None:
         candidates.append(exp - sent_wall)
     lifetime = min(candidates) if candidates else DEFAULT_LIFETIME
     return min(max(lifetime, MIN_LIFETIME), MAX_LIFETIME)
+
+
+def _json_int(digits: str) -> int | float:
+    # Python refuses to parse integers of more than 4,300 digits (a ValueError that would
+    # make the whole body unreadable); as a float such a number is simply infinite.
+    return int(digits) if len(digits) <= 30 else float(digits)
 
 
 def _error_fields(payload: object, redact: tuple[str, ...]) -> tuple[str | None, str | None]:
@@ -233,7 +252,7 @@ def parse_token_response(
             retryable=is_retryable_status(status),
         )
     try:
-        payload: object = json.loads(body)
+        payload: object = json.loads(body, parse_int=_json_int)
     except (ValueError, RecursionError):
         payload = None
     error, description = _error_fields(payload, redact)

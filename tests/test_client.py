@@ -529,3 +529,43 @@ async def test_token_fetches_counts_this_clients_token_requests(fake: FakeEntur)
         assert (first.token_fetches, second.token_fetches) == (1, 0)
     async with fake.client(credentials=False) as open_client:
         assert open_client.token_fetches == 0
+
+
+async def test_a_hook_failing_on_the_token_request_becomes_a_token_request_error(
+    fake: FakeEntur,
+) -> None:
+    """Whatever fails on the token path (an event hook, an access_token_response
+    compliance hook) reaches the caller as a TokenRequestError naming the error's type,
+    with no chain holding the token request."""
+
+    async def request_hook(request: httpx2.Request) -> None:
+        if request.url.path == fake.TOKEN_PATH:
+            raise RuntimeError("hook bug")
+
+    async with fake.client(event_hooks={"request": [request_hook]}, retry=NO_RETRY) as client:
+        with pytest.raises(TokenRequestError, match="RuntimeError") as caught:
+            await client.get("/x")
+    assert caught.value.__context__ is None
+    assert caught.value.__cause__ is None
+
+    def compliance_hook(response: httpx2.Response) -> httpx2.Response:
+        raise KeyError("quirk")
+
+    async with fake.client(retry=NO_RETRY) as client:
+        client.register_compliance_hook("access_token_response", compliance_hook)
+        with pytest.raises(TokenRequestError, match="KeyError"):
+            await client.get("/x")
+
+
+async def test_a_hook_failing_on_an_api_request_passes_through(fake: FakeEntur) -> None:
+    """An API request's own event hook error reaches the caller unchanged: it is the
+    user's exception, not entur_oauth's."""
+
+    async def response_hook(response: httpx2.Response) -> None:
+        if response.request.url.path == "/x":
+            raise LookupError("mine")
+
+    async with fake.client(event_hooks={"response": [response_hook]}) as client:
+        with pytest.raises(LookupError, match="mine"):
+            await client.get("/x")
+        assert (await client.get("/y")).status_code == 200

@@ -7,7 +7,7 @@ import asyncio
 import gc
 import warnings
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -33,31 +33,25 @@ DAY = 86400.0
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock on which retry back-offs pass at once."""
-    return FakeClock(autojump=True)
-
-
-@pytest.fixture
-def entur(clock: FakeClock) -> FakeEntur:
-    """The fake Entur on the test's clock."""
-    return FakeEntur(clock=clock)
-
-
-@pytest.fixture
-def gate(entur: FakeEntur) -> TokenGate:
+def gate(entur_fake: FakeEntur) -> TokenGate:
     """The fake behind a gate that can hold token requests in flight."""
-    return TokenGate(entur)
+    return TokenGate(entur_fake)
 
 
 @asynccontextmanager
 async def _client(
-    entur: FakeEntur, clock: FakeClock, gate: TokenGate | None = None, **kwargs: Any
+    entur_fake: FakeEntur,
+    entur_clock: FakeClock,
+    gate: TokenGate | None = None,
+    *,
+    entered: bool = True,
+    **kwargs: Any,
 ) -> AsyncIterator[tuple[EnturClient, TokenManager, MemoryTokenStore]]:
+    """The client in ``async with`` (``entered``), or used without it and closed after."""
     store = MemoryTokenStore()
-    transport = httpx2.ASGITransport(app=gate) if gate is not None else entur.transport()
-    client = entur.client(transport=transport, clock=clock, token_store=store, **kwargs)
-    async with client:
+    transport = httpx2.ASGITransport(app=gate) if gate is not None else entur_fake.transport()
+    client = entur_fake.client(transport=transport, clock=entur_clock, token_store=store, **kwargs)
+    async with client if entered else aclosing(client):
         manager = client._manager
         assert manager is not None
         yield client, manager, store
@@ -65,8 +59,9 @@ async def _client(
 
 async def _assert_nothing_held(manager: TokenManager, store: MemoryTokenStore) -> None:
     assert manager._flight is None
+    assert manager._shared is not None
     with anyio.fail_after(5):
-        async with store.lock(manager._store_key):
+        async with store.lock(manager._shared.key):
             pass
 
 
@@ -80,12 +75,12 @@ async def _gather(n: int, call: Callable[[], object]) -> None:
 
 
 async def test_two_hundred_concurrent_first_requests_make_one_fetch(
-    entur: FakeEntur, clock: FakeClock
+    entur_fake: FakeEntur, entur_clock: FakeClock
 ) -> None:
     """200 concurrent first requests: one token request, 200 successes; every request
     waited (there was no token yet), none while a valid token existed."""
     statuses: list[int] = []
-    async with _client(entur, clock) as (client, manager, _):
+    async with _client(entur_fake, entur_clock) as (client, manager, _):
 
         async def call() -> None:
             statuses.append((await client.get("/x")).status_code)
@@ -93,18 +88,18 @@ async def test_two_hundred_concurrent_first_requests_make_one_fetch(
         await _gather(200, call)
         assert (manager.rounds, manager.waits, manager.valid_waits) == (1, 200, 0)
     assert statuses == [200] * 200
-    assert entur.token_count == 1
+    assert entur_fake.token_count == 1
 
 
 async def test_token_expiring_under_load_is_renewed_once(
-    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
 ) -> None:
     """The token expires while 200 requests arrive; its renewal is held in flight so all
     of them pile up behind it: still exactly one more token request."""
     statuses: list[int] = []
-    async with _client(entur, clock, gate) as (client, manager, _):
+    async with _client(entur_fake, entur_clock, gate) as (client, manager, _):
         await client.get("/x")
-        clock.advance(DAY + 1)
+        entur_clock.advance(DAY + 1)
         gate.close()
 
         async def call() -> None:
@@ -116,18 +111,18 @@ async def test_token_expiring_under_load_is_renewed_once(
             await eventually(lambda: manager.waits == 201)
             gate.open()
     assert statuses == [200] * 200
-    assert entur.token_count == 2
+    assert entur_fake.token_count == 2
 
 
 async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
-    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
 ) -> None:
     """50 requests wait on one fetch whose three attempts all fail: each gets the same
     error (type, message, status), from ONE round of three token requests; the client
     then works."""
     errors: list[TokenRequestError] = []
-    entur.fail_token(503, times=3)
-    async with _client(entur, clock, gate) as (client, manager, store):
+    entur_fake.fail_token(503, times=3)
+    async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
 
         async def call() -> None:
             try:
@@ -144,7 +139,7 @@ async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
         assert len(errors) == 50
         assert len({(type(e), str(e), e.status_code, e.retryable) for e in errors}) == 1
         assert errors[0].status_code == 503
-        assert (entur.token_count, manager.rounds) == (3, 1)
+        assert (entur_fake.token_count, manager.rounds) == (3, 1)
         await _assert_nothing_held(manager, store)
         assert (await client.get("/x")).status_code == 200
 
@@ -152,14 +147,81 @@ async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
 # -- cancellation --------------------------------------------------------------------------
 
 
-async def test_cancelling_the_fetching_task_hands_the_fetch_to_a_waiter(
-    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+@pytest.mark.parametrize("run", range(5))
+async def test_cancelled_callers_do_not_throw_away_the_shared_fetch(
+    entur_fake: FakeEntur, entur_clock: FakeClock, run: int
 ) -> None:
-    """The task that fetches is cancelled (anyio cancel scope, which is a trio cancel
-    scope on trio) while its request hangs: the 10 waiters are not failed with its
-    cancellation; one of them fetches, all succeed, nothing stays held."""
+    """Inside ``async with``: 100 concurrent first calls, every other one cancelled after
+    50 ms, against a token endpoint that takes 300 ms: exactly 1 token request and 50
+    successes. Whichever caller leads (trio starts tasks in random order; run 5 times)
+    may be cancelled: the fetch runs in the client's task group and goes on."""
+    entur_fake.delay_token(0.3)
     statuses: list[int] = []
-    async with _client(entur, clock, gate) as (client, manager, store):
+    cancelled: list[bool] = []
+    async with _client(entur_fake, entur_clock) as (client, manager, store):
+
+        async def call(index: int) -> None:
+            with anyio.CancelScope() as scope:
+                if index % 2 == 0:
+                    scope.deadline = anyio.current_time() + 0.05
+                statuses.append((await client.get("/x")).status_code)
+            cancelled.append(scope.cancelled_caught)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                for index in range(100):
+                    tg.start_soon(call, index)
+        assert statuses == [200] * 50
+        assert cancelled.count(True) == 50
+        assert (entur_fake.token_count, manager.rounds) == (1, 1)
+        await _assert_nothing_held(manager, store)
+
+
+async def test_a_fetch_whose_callers_all_left_still_installs_its_token(
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
+) -> None:
+    """Inside ``async with``, every caller of a fetch is cancelled while it hangs: the
+    fetch still completes in the client's task group, and the next call uses its token
+    without another request."""
+    async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
+        gate.close()
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(client.get, "/x")
+                await eventually(lambda: gate.arrived == 1 and manager.waits == 10)
+                tg.cancel_scope.cancel()
+        assert manager._flight is not None  # nobody waits on it, and it goes on
+        gate.open()
+        await eventually(lambda: manager.current is not None)
+        assert (await client.get("/x")).status_code == 200
+        assert entur_fake.token_count == 1
+        await _assert_nothing_held(manager, store)
+
+
+async def test_leaving_async_with_stops_a_hanging_shared_fetch(
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
+) -> None:
+    """A shared fetch still hanging when the client is closed (its caller gave up) is
+    stopped: leaving ``async with`` does not wait for it, and nothing stays held."""
+    with anyio.fail_after(5):
+        async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
+            gate.close()
+            with anyio.move_on_after(0.05):
+                await client.get("/x")
+            assert manager._flight is not None
+    assert manager.current is None
+    await _assert_nothing_held(manager, store)
+
+
+async def test_cancelling_the_fetching_task_hands_the_fetch_to_a_waiter(
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
+) -> None:
+    """Outside ``async with``, the task that fetches is cancelled (anyio cancel scope,
+    which is a trio cancel scope on trio) while its request hangs: the 10 waiters are not
+    failed with its cancellation; one of them fetches, all succeed, nothing stays held."""
+    statuses: list[int] = []
+    async with _client(entur_fake, entur_clock, gate, entered=False) as (client, manager, store):
         gate.close()
         leader_scope = anyio.CancelScope()
 
@@ -181,15 +243,15 @@ async def test_cancelling_the_fetching_task_hands_the_fetch_to_a_waiter(
             gate.open()
         assert leader_scope.cancelled_caught
         assert statuses == [200] * 10
-        assert entur.token_count == 1  # the cancelled request never reached Entur
+        assert entur_fake.token_count == 1  # the cancelled request never reached Entur
         await _assert_nothing_held(manager, store)
 
 
 async def test_cancelling_waiters_leaves_the_fetch_and_the_client_alone(
-    entur: FakeEntur, clock: FakeClock, gate: TokenGate
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
 ) -> None:
     """Waiters that give up (move_on_after) do not disturb the fetch they waited on."""
-    async with _client(entur, clock, gate) as (client, manager, store):
+    async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
         gate.close()
         gave_up: list[bool] = []
 
@@ -207,17 +269,17 @@ async def test_cancelling_waiters_leaves_the_fetch_and_the_client_alone(
             assert manager._flight is not None
             gate.open()
         assert gave_up == [True] * 10
-        assert entur.token_count == 1
+        assert entur_fake.token_count == 1
         await _assert_nothing_held(manager, store)
         assert (await client.get("/x")).status_code == 200
 
 
 async def test_native_cancellation_of_the_fetching_task(
-    entur: FakeEntur, clock: FakeClock, gate: TokenGate, anyio_backend: str
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate, anyio_backend: str
 ) -> None:
-    """asyncio's Task.cancel() on asyncio, trio's own CancelScope on trio: the fetch is
-    abandoned cleanly and the next request fetches."""
-    async with _client(entur, clock, gate) as (client, manager, store):
+    """Outside ``async with``: asyncio's Task.cancel() on asyncio, trio's own CancelScope
+    on trio: the fetch is abandoned cleanly and the next request fetches."""
+    async with _client(entur_fake, entur_clock, gate, entered=False) as (client, manager, store):
         gate.close()
         if anyio_backend == "asyncio":
             task = asyncio.get_running_loop().create_task(client.get("/x"))
@@ -242,21 +304,21 @@ async def test_native_cancellation_of_the_fetching_task(
         await _assert_nothing_held(manager, store)
         gate.open()
         assert (await client.get("/x")).status_code == 200
-        assert entur.token_count == 1
+        assert entur_fake.token_count == 1
 
 
 # -- hangs ---------------------------------------------------------------------------------
 
 
 async def test_silent_token_endpoint_times_out_for_every_waiter(
-    entur: FakeEntur, clock: FakeClock
+    entur_fake: FakeEntur, entur_clock: FakeClock
 ) -> None:
     """A token endpoint that never answers (in-process, where no HTTP timeout applies):
     each attempt is cut at 1.5 x RetryPolicy.timeout + 1 s, and all 20 waiters get a retryable
     TokenRequestError instead of hanging; the client works afterwards."""
-    entur.fail_token(ScriptedResponse(hang=True), times=2)
+    entur_fake.fail_token(ScriptedResponse(hang=True), times=2)
     errors: list[TokenRequestError] = []
-    async with _client(entur, clock, retry=RetryPolicy(timeout=0.1, attempts=2)) as (
+    async with _client(entur_fake, entur_clock, retry=RetryPolicy(timeout=0.1, attempts=2)) as (
         client,
         manager,
         store,
@@ -272,12 +334,12 @@ async def test_silent_token_endpoint_times_out_for_every_waiter(
             await _gather(20, call)
         assert len(errors) == 20
         assert all(e.retryable and "did not answer" in str(e) for e in errors)
-        assert entur.token_count == 2
+        assert entur_fake.token_count == 2
         await _assert_nothing_held(manager, store)
         assert (await client.get("/x")).status_code == 200
 
 
-async def test_silent_token_endpoint_on_a_real_socket_times_out(clock: FakeClock) -> None:
+async def test_silent_token_endpoint_on_a_real_socket_times_out(entur_clock: FakeClock) -> None:
     """A TCP server that accepts and never answers: the HTTP read timeout fires, the
     waiters get a TokenRequestError that says it timed out, nothing hangs."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
@@ -287,7 +349,7 @@ async def test_silent_token_endpoint_on_a_real_socket_times_out(clock: FakeClock
         async with stream:
             await anyio.sleep_forever()
 
-    fake = FakeEntur(clock=clock)
+    fake = FakeEntur(clock=entur_clock)
     errors: list[TokenRequestError] = []
     async with anyio.create_task_group() as server:
         server.start_soon(listener.serve, silent)
@@ -296,7 +358,7 @@ async def test_silent_token_endpoint_on_a_real_socket_times_out(clock: FakeClock
             fake.client_secret,
             client_name="test-app",
             environment=fake.environment(f"http://127.0.0.1:{port}"),
-            clock=clock,
+            clock=entur_clock,
             retry=RetryPolicy(timeout=0.2, attempts=1),
         )
         async with client:

@@ -51,8 +51,8 @@ async def test_live_token_is_fetched_once_and_reused() -> None:
         assert first == await client.get_access_token()
         manager = client._manager
         assert manager is not None
-        assert manager.token is not None
-        assert manager.token.lifetime > 3600
+        assert manager.current is not None
+        assert manager.current.lifetime > 3600
         assert manager.fetches == 1
 
 

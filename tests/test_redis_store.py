@@ -65,7 +65,7 @@ async def sealed_token_from_another_client(fake: FakeEntur, key: str) -> bytes:
     async with fake.client(token_store=MemoryTokenStore()) as other:
         await call(other)
         assert other._manager is not None
-        token = other._manager.token
+        token = other._manager.current
     assert token is not None
     return TokenCodec(Secret(fake.client_secret), key).encode(token)
 

@@ -8,6 +8,7 @@ import random
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,13 +17,18 @@ import pytest
 
 from entur_oauth import (
     EnturClient,
+    FileTokenStore,
     InvalidCredentialsError,
     MemoryTokenStore,
     RefreshPolicy,
     RetryPolicy,
     TokenRequestError,
+    TokenStore,
+    UnauthorizedError,
 )
+from entur_oauth._codec import TokenCodec
 from entur_oauth._manager import TokenManager
+from entur_oauth._secrets import Secret
 from entur_oauth._token import MAX_LIFETIME, Token
 from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
 
@@ -143,7 +149,7 @@ async def test_advisory_window_one_task_renews_while_the_others_go_on(
         manager,
     ):
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         assert old is not None
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
         gate.close()
@@ -153,9 +159,9 @@ async def test_advisory_window_one_task_renews_while_the_others_go_on(
             with anyio.fail_after(5):
                 for _ in range(30):
                     assert (await client.get("/x")).status_code == 200
-            assert manager.token is old
+            assert manager.current is old
             gate.open()
-        assert manager.token is not old
+        assert manager.current is not old
         assert entur.token_count == 2
         # The renewer waited; nobody else did.
         assert (manager.waits, manager.valid_waits) == (2, 1)
@@ -173,13 +179,13 @@ async def test_failed_advisory_renewal_warns_once_backs_off_and_keeps_the_token(
     caplog.set_level(logging.DEBUG, logger="entur_oauth")
     async with _client(entur, clock, retry=ONE_TRY) as (client, manager):
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
         entur.fail_token(503, times=1000)
         for _ in range(10):
             assert (await client.get("/x")).status_code == 200
         assert entur.token_count == 2
-        assert manager.token is old
+        assert manager.current is old
         assert len(_warnings(caplog)) == 1
         assert "keeps serving" in _warnings(caplog)[0].getMessage()
         clock.advance(29)
@@ -199,7 +205,7 @@ async def test_failed_advisory_renewal_warns_once_backs_off_and_keeps_the_token(
         clock.advance(145)  # the third back-off is at most 144 s
         await client.get("/x")
         assert entur.token_count == 5
-        assert manager.token is not old
+        assert manager.current is not old
 
 
 async def test_failed_renewal_honours_retry_after_for_the_next_try(
@@ -237,11 +243,11 @@ async def test_mandatory_window_waits_for_the_new_token(entur: FakeEntur, clock:
     """In the last 60 s a request does not use the old token: it waits for the new one."""
     async with _client(entur, clock) as (client, manager):
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         assert old is not None
         clock.advance(manager.mandatory_at - clock.monotonic() + 1)
         assert (await client.get("/x")).status_code == 200
-        assert manager.token is not old
+        assert manager.current is not old
         assert entur.api_requests[-1].headers["authorization"] != f"Bearer {old.access_token}"
         assert entur.token_count == 2
 
@@ -284,9 +290,9 @@ async def test_background_refresher_renews_before_any_request_needs_it(
     ):
         assert entur.token_count == 0  # opening the client fetches nothing
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
-        await eventually(lambda: manager.token is not old)
+        await eventually(lambda: manager.current is not old)
         assert entur.token_count == 2
         waits = manager.waits
         for _ in range(10):
@@ -304,7 +310,7 @@ async def test_background_refresher_survives_failures_and_warns_once(
     policy = RefreshPolicy(background=True)
     async with _client(entur, clock, refresh=policy, retry=ONE_TRY) as (client, manager):
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         entur.fail_token(503, times=3)
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
         await eventually(lambda: entur.token_count == 2)
@@ -314,7 +320,7 @@ async def test_background_refresher_survives_failures_and_warns_once(
             clock.advance(720)
             await eventually(lambda: entur.token_count == expected)  # noqa: B023
             assert (await client.get("/x")).status_code == 200
-        await eventually(lambda: manager.token is not old)
+        await eventually(lambda: manager.current is not old)
         assert entur.token_count == 5
         assert len(_warnings(caplog)) == 1
         assert manager.valid_waits == 0
@@ -333,11 +339,11 @@ async def test_background_refresher_wakes_for_a_shorter_lived_replacement(
         entur.expires_in = 600
         entur.revoke_all()
         assert (await client.get("/x")).status_code == 200  # 401, then a 10-minute token
-        short = manager.token
+        short = manager.current
         assert short is not None
         assert short.lifetime == 600
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
-        await eventually(lambda: manager.token is not short)
+        await eventually(lambda: manager.current is not short)
         assert entur.token_count == 3
         assert manager.valid_waits == 0
 
@@ -353,9 +359,9 @@ async def test_background_refresher_in_the_users_task_group(
             manager = _manager(client)
             assert manager.background_running
             await client.get("/x")
-            old = manager.token
+            old = manager.current
             clock.advance(manager.advisory_at - clock.monotonic() + 1)
-            await eventually(lambda: manager.token is not old)
+            await eventually(lambda: manager.current is not old)
         tg.cancel_scope.cancel()
     assert entur.token_count == 2
 
@@ -378,18 +384,20 @@ async def test_closing_the_client_stops_its_refresher_in_the_users_task_group(
     assert stopped
 
 
-async def test_stop_refresher_ends_the_refresher(clock: FakeClock) -> None:
-    """TokenManager.stop_refresher() ends run_refresher, however it sleeps."""
+async def test_stop_ends_the_refresher(clock: FakeClock) -> None:
+    """TokenManager.stop() ends the refresher that start() began, however it sleeps."""
 
     async def fetch() -> Token:
         raise AssertionError("not called")
 
-    manager = TokenManager(fetch, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
+    manager = TokenManager(
+        fetch, clock=clock, refresh=RefreshPolicy(background=True), retry=RetryPolicy()
+    )
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            await tg.start(manager.run_refresher)
+            await manager.start(tg)
             assert manager.background_running
-            manager.stop_refresher()
+            manager.stop()
     assert not manager.background_running
 
 
@@ -453,7 +461,7 @@ async def test_each_decision_is_logged_at_debug_with_fingerprints_never_tokens(
         # A fetch, and a retry after one 503.
         entur.fail_token(503)
         await client.get("/x")
-        first = manager.token
+        first = manager.current
         assert first is not None
         assert _debug(caplog, "fetching a token (attempt 1 of 2)")
         assert _debug(caplog, "fetching a token (attempt 2 of 2)")
@@ -464,13 +472,13 @@ async def test_each_decision_is_logged_at_debug_with_fingerprints_never_tokens(
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
         entur.fail_token(503, times=2)
         await client.get("/x")
-        assert manager.token is first
+        assert manager.current is first
         assert _debug(caplog, f"token {first.fingerprint} is in its refresh window")
         (backoff,) = _debug(caplog, f"renewal of token {first.fingerprint} failed 1 time")
         assert re.search(r"backing off \d+\.\d s", backoff)
         clock.advance(40)  # past the first back-off (30 s * up to 1.2)
         await client.get("/x")
-        second = manager.token
+        second = manager.current
         assert second is not None
         assert second is not first
         assert _debug(caplog, f"fetched token {second.fingerprint}")
@@ -511,7 +519,7 @@ async def test_expiry_counts_from_just_before_the_request(
 
     async with _client(entur, clock, transport=Slow(entur.transport())) as (client, manager):
         await client.get_access_token()
-        token = manager.token
+        token = manager.current
         assert token is not None
         assert token.expires_at == pytest.approx(DAY)
 
@@ -525,8 +533,8 @@ async def test_expiry_is_the_earlier_of_expires_in_and_exp(
     transport.add(with_fields({"expires_in": expires_in}, transport))
     async with _client(entur, clock, transport=transport) as (client, manager):
         await client.get_access_token()
-        assert manager.token is not None
-        assert manager.token.lifetime == pytest.approx(lifetime, abs=1)
+        assert manager.current is not None
+        assert manager.current.lifetime == pytest.approx(lifetime, abs=1)
 
 
 @pytest.mark.parametrize("jump", [-2 * DAY, -3600, 3600, 2 * DAY])
@@ -588,7 +596,7 @@ async def test_absurd_expires_in_never_crashes_or_caches_forever(
             for _ in range(50):
                 tg.start_soon(client.get, "/x")
         assert issued[0] == 1
-        token = manager.token
+        token = manager.current
         assert token is not None
         assert token.lifetime == pytest.approx(lifetime)
         clock.advance(lifetime)
@@ -610,13 +618,13 @@ async def test_invalidate_drops_only_the_token_still_cached(clock: FakeClock) ->
         )
 
     manager = TokenManager(fetch, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
-    first = await manager.get()
+    first = await manager.token()
     await manager.invalidate(first)
-    second = await manager.get()
+    second = await manager.token()
     assert second.access_token == "second"
     await manager.invalidate(first)  # late 401 for the old token
-    assert manager.token is second
-    assert (await manager.get()) is second
+    assert manager.current is second
+    assert (await manager.token()) is second
 
 
 async def test_concurrent_401s_share_one_new_token(entur: FakeEntur, clock: FakeClock) -> None:
@@ -635,6 +643,334 @@ async def test_concurrent_401s_share_one_new_token(entur: FakeEntur, clock: Fake
                 tg.start_soon(call)
     assert statuses == [200] * 40
     assert entur.token_count == 2
+
+
+class _YieldingStore(MemoryTokenStore):
+    """A memory store whose reads and deletes yield, as file and Redis stores do."""
+
+    async def get(self, key: str) -> bytes | None:
+        await anyio.sleep(0.01)
+        return await super().get(key)
+
+    async def delete(self, key: str, *, expected: bytes | None = None) -> None:
+        await anyio.sleep(0.01)
+        await super().delete(key, expected=expected)
+
+
+@pytest.mark.parametrize("kind", ["yielding", "file"])
+async def test_two_racing_401s_never_reinstall_the_rejected_token(
+    entur_fake: FakeEntur, entur_clock: FakeClock, tmp_path: Path, kind: str
+) -> None:
+    """Two requests rejected at once: neither takes the rejected token back from the store."""
+    store: TokenStore = (
+        _YieldingStore() if kind == "yielding" else FileTokenStore(tmp_path / "tokens.json")
+    )
+    async with entur_fake.client(clock=entur_clock, token_store=store) as client:
+        first = await client.get_access_token()
+        entur_fake.revoke_all()
+        entur_fake.delay_api(0.02, times=2)  # both requests in flight with the revoked token
+        statuses: list[int] = []
+
+        async def call() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(call)
+        assert statuses == [200, 200]
+        assert await client.get_access_token() != first
+    assert entur_fake.token_count == 2
+
+
+# -- the 401-storm guard (issue 11 item 4) -----------------------------------------------
+
+
+def _counting_fetch(clock: FakeClock, fetched_at: list[float]) -> Any:
+    """A token endpoint that issues a new 24 h token per request and records when."""
+
+    async def fetch() -> Token:
+        now = clock.monotonic()
+        fetched_at.append(now)
+        return Token(
+            access_token=f"token-{len(fetched_at)}",
+            expires_at=now + DAY,
+            expires_at_wall=clock.time() + DAY,
+            lifetime=DAY,
+        )
+
+    return fetch
+
+
+async def _call_rejected_api(manager: TokenManager) -> bool:
+    """One API call the API answers 401, as the client makes it; True if it was retried."""
+    token = await manager.token()
+    if not await manager.invalidate(token):
+        return False
+    await manager.token()  # the retry with a new token, rejected too: no second retry
+    return True
+
+
+def _most_in_any_window(times: list[float], width: float) -> int:
+    return max(sum(1 for t in times if start <= t < start + width) for start in times)
+
+
+async def test_always_401_api_costs_at_most_two_token_requests_per_ttl(clock: FakeClock) -> None:
+    """1,000 calls spread over 5 minutes against an API that rejects every token: at most
+    2 token requests in any 30 s (credentials_error_ttl), instead of one per call. Calls
+    within the ttl of the rejected replacement are not retried at all."""
+    fetched_at: list[float] = []
+    manager = TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(),
+        retry=RetryPolicy(credentials_error_ttl=30),
+    )
+    retried = 0
+    for _ in range(1000):
+        retried += await _call_rejected_api(manager)
+        clock.advance(0.3)
+    assert _most_in_any_window(fetched_at, 30.0) <= 2
+    assert len(fetched_at) <= 2 + 300 / 30
+    assert retried == len(fetched_at) - 1  # each retry cost one request, nothing else did
+
+
+async def test_concurrent_calls_to_an_always_401_api_share_the_guard(clock: FakeClock) -> None:
+    """1,000 concurrent calls against an API that rejects every token: 2 token requests
+    (the first token and one replacement); a later burst within the ttl makes none, one
+    after it makes one more."""
+    fetched_at: list[float] = []
+    manager = TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(),
+        retry=RetryPolicy(credentials_error_ttl=30),
+    )
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(1000):
+                tg.start_soon(_call_rejected_api, manager)
+
+    await burst()
+    assert len(fetched_at) == 2
+    clock.advance(29)
+    await burst()
+    assert len(fetched_at) == 2
+    clock.advance(1)
+    await burst()
+    assert fetched_at == [0.0, 0.0, 30.0]
+
+
+async def test_single_revocation_costs_exactly_one_refetch(clock: FakeClock) -> None:
+    """A token revoked once is replaced by exactly one request, and the replacement then
+    serves every call; the guard holds only a replacement that is rejected again."""
+    fetched_at: list[float] = []
+    manager = TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(),
+        retry=RetryPolicy(credentials_error_ttl=30),
+    )
+    first = await manager.token()
+    clock.advance(5)
+    assert await manager.invalidate(first)
+    second = await manager.token()
+    for _ in range(100):
+        assert await manager.token() is second
+    assert len(fetched_at) == 2
+    # Revoked again long after it arrived (an operator rotated the client twice): one
+    # more request, as for the first revocation.
+    clock.advance(31)
+    assert await manager.invalidate(second)
+    assert (await manager.token()).access_token == "token-3"
+    assert len(fetched_at) == 3
+
+
+async def test_guard_keeps_only_a_rejected_replacement(clock: FakeClock) -> None:
+    """Tokens that did not replace a rejected one (the first, a renewal in the advisory
+    window, a seeded one) are dropped on their first 401 however young they are."""
+    fetched_at: list[float] = []
+    manager = TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(jitter=0),
+        retry=RetryPolicy(credentials_error_ttl=30),
+    )
+    replacement = await manager.token()
+    assert await manager.invalidate(replacement)
+    replacement = await manager.token()
+    assert not await manager.invalidate(replacement)  # rejected again at once: kept
+    clock.advance(manager.advisory_at - clock.monotonic())
+    renewed = await manager.token()  # renewed in the advisory window: a fresh start
+    assert renewed is not replacement
+    assert await manager.invalidate(renewed)
+    seeded = Token(access_token="seeded", expires_at=DAY, expires_at_wall=DAY, lifetime=DAY)
+    manager.seed(seeded)
+    assert await manager.invalidate(seeded)
+
+
+async def test_always_401_api_through_the_client_costs_two_token_requests(
+    entur_fake: FakeEntur, entur_clock: FakeClock
+) -> None:
+    """End to end: 1,000 calls through EnturClient to an endpoint that answers 401 with
+    any token raise UnauthorizedError and make 2 token requests per 30 s; only the first
+    call is retried (1,001 API requests), the others fail without asking for a token."""
+    entur_fake.route("/denied", status=401)
+    async with entur_fake.client(
+        clock=entur_clock, retry=RetryPolicy(credentials_error_ttl=30)
+    ) as client:
+        for _ in range(1000):
+            with pytest.raises(UnauthorizedError):
+                await client.get("/denied")
+        assert entur_fake.token_count == 2
+        assert len(entur_fake.api_requests) == 1001
+        entur_clock.advance(30)
+        for _ in range(1000):
+            with pytest.raises(UnauthorizedError):
+                await client.get("/denied")
+        assert entur_fake.token_count == 3
+        assert len(entur_fake.api_requests) == 2002
+
+
+async def test_revocation_through_the_client_costs_one_refetch(
+    entur_fake: FakeEntur, entur_clock: FakeClock
+) -> None:
+    """End to end: every token revoked once; the next call succeeds after one re-fetch,
+    and so do the 100 after it."""
+    async with entur_fake.client(clock=entur_clock) as client:
+        assert (await client.get("/x")).status_code == 200
+        entur_fake.revoke_all()
+        for _ in range(101):
+            assert (await client.get("/x")).status_code == 200
+    assert entur_fake.token_count == 2
+
+
+# -- the manager interface ---------------------------------------------------------------
+
+
+def _manager_on(clock: FakeClock, fetched_at: list[float], **kwargs: Any) -> TokenManager:
+    return TokenManager(
+        _counting_fetch(clock, fetched_at),
+        clock=clock,
+        refresh=RefreshPolicy(),
+        retry=RetryPolicy(),
+        **kwargs,
+    )
+
+
+async def test_renew_forces_a_new_token_that_every_later_call_gets(clock: FakeClock) -> None:
+    """renew() fetches even while the token is valid, counts the request, saves the new
+    token to the store (another client sharing it takes that one), and token() returns it."""
+    store = MemoryTokenStore()
+    codec = TokenCodec(Secret("s3cret"), "key")
+    fetched_at: list[float] = []
+    manager = _manager_on(clock, fetched_at, store=store, store_key="key", codec=codec)
+    first = await manager.token()
+    renewed = await manager.renew()
+    assert renewed is not first
+    assert (await manager.token()) is renewed
+    assert manager.fetches == 2
+    other = _manager_on(clock, [], store=store, store_key="key", codec=codec)
+    assert (await other.token()).access_token == renewed.access_token
+    assert other.fetches == 0
+
+
+async def test_renew_does_not_join_a_fetch_that_started_before_it(clock: FakeClock) -> None:
+    """A renew() called while a fetch is in flight waits for it, then fetches again: the
+    token it returns was asked for after the call."""
+    release = anyio.Event()
+    fetched_at: list[float] = []
+    counting = _counting_fetch(clock, fetched_at)
+
+    async def slow_first() -> Token:
+        if not fetched_at:
+            await release.wait()
+        token: Token = await counting()
+        return token
+
+    manager = TokenManager(slow_first, clock=clock, refresh=RefreshPolicy(), retry=RetryPolicy())
+    got: list[Token] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(manager.token)
+        await eventually(lambda: manager._flight is not None)
+
+        async def renew() -> None:
+            got.append(await manager.renew())
+
+        tg.start_soon(renew)
+        await anyio.sleep(0.01)
+        release.set()
+    assert [t.access_token for t in got] == ["token-2"]
+    assert manager.current is got[0]
+
+
+async def test_seed_installs_a_token_without_any_request(clock: FakeClock) -> None:
+    """seed() (EnturClient(token=...)) makes token() answer with it, with no request and
+    no on_token call."""
+    announced: list[Token] = []
+
+    async def on_token(token: Token) -> None:
+        announced.append(token)
+
+    fetched_at: list[float] = []
+    manager = _manager_on(clock, fetched_at, on_token=on_token)
+    seeded = Token(access_token="seeded", expires_at=DAY, expires_at_wall=DAY, lifetime=DAY)
+    manager.seed(seeded)
+    assert (await manager.token()) is seeded
+    assert (fetched_at, announced) == ([], [])
+
+
+async def test_on_token_is_awaited_with_each_new_token_before_waiters_go_on(
+    clock: FakeClock,
+) -> None:
+    """on_token is awaited once per new token (fetched, or taken from the store) by the
+    task that installed it, before any waiting task gets the token."""
+    store = MemoryTokenStore()
+    codec = TokenCodec(Secret("s3cret"), "key")
+    returned: list[Token] = []
+    seen_before_return: list[int] = []
+    announced: list[str] = []
+
+    async def on_token(token: Token) -> None:
+        await anyio.sleep(0.01)  # waiters would run now if they had been released
+        seen_before_return.append(len(returned))
+        announced.append(token.access_token)
+
+    manager = _manager_on(clock, [], store=store, store_key="key", codec=codec, on_token=on_token)
+
+    async def call() -> None:
+        returned.append(await manager.token())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(call)
+    assert announced == ["token-1"]
+    assert seen_before_return == [0]
+    loaded: list[str] = []
+
+    async def on_loaded(token: Token) -> None:
+        loaded.append(token.access_token)
+
+    other = _manager_on(clock, [], store=store, store_key="key", codec=codec, on_token=on_loaded)
+    await other.token()
+    assert loaded == ["token-1"]
+
+
+async def test_failing_on_token_is_logged_and_the_token_still_used(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An on_token hook that raises does not fail the fetch: one WARNING naming only the
+    exception type (its message could quote the token), and the token is used."""
+
+    async def on_token(token: Token) -> None:
+        raise RuntimeError(f"could not save {token.access_token}")
+
+    manager = _manager_on(clock, [], on_token=on_token)
+    assert (await manager.token()).access_token == "token-1"
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1
+    assert "RuntimeError" in warnings[0].getMessage()
+    assert "token-1" not in caplog.text
 
 
 # -- the fake clock the tests stand on ---------------------------------------------------

@@ -31,27 +31,17 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock on which every back-off passes at once, and can be measured."""
-    return FakeClock(autojump=True)
-
-
-@pytest.fixture
-def entur(clock: FakeClock) -> FakeEntur:
-    """The fake Entur, on the test's clock."""
-    return FakeEntur(clock=clock)
-
-
-@pytest.fixture
-def transport(entur: FakeEntur) -> FaultTransport:
+def transport(entur_fake: FakeEntur) -> FaultTransport:
     """The fake's in-process transport, with faults queued in front of token requests."""
-    return FaultTransport(entur.transport())
+    return FaultTransport(entur_fake.transport())
 
 
 def _client(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock, **kwargs: Any
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock, **kwargs: Any
 ) -> EnturClient:
-    return entur.client(transport=transport, clock=clock, token_store=MemoryTokenStore(), **kwargs)
+    return entur_fake.client(
+        transport=transport, clock=entur_clock, token_store=MemoryTokenStore(), **kwargs
+    )
 
 
 def _manager(client: EnturClient) -> TokenManager:
@@ -69,11 +59,11 @@ def _ids(faults: list[Fault]) -> list[str]:
 
 @pytest.mark.parametrize("fault", by_outcome("retry"), ids=_ids(by_outcome("retry")))
 async def test_retryable_fault_is_retried_and_the_request_succeeds(
-    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    fault: Fault, entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """One transient fault costs one more token request; the API request still succeeds."""
-    fault.install(entur, transport, clock)
-    async with _client(entur, transport, clock) as client:
+    fault.install(entur_fake, transport, entur_clock)
+    async with _client(entur_fake, transport, entur_clock) as client:
         response = await client.get("/x")
         assert response.status_code == 200
         manager = _manager(client)
@@ -84,13 +74,13 @@ async def test_retryable_fault_is_retried_and_the_request_succeeds(
 
 @pytest.mark.parametrize("fault", by_outcome("retry"), ids=_ids(by_outcome("retry")))
 async def test_retryable_fault_gives_up_after_the_attempts(
-    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    fault: Fault, entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """A fault that persists ends, after RetryPolicy.attempts requests, in a retryable
     TokenRequestError; the next call fetches afresh and succeeds (once any Retry-After
     has passed: until then calls are answered from memory)."""
-    fault.install(entur, transport, clock, times=3)
-    async with _client(entur, transport, clock) as client:
+    fault.install(entur_fake, transport, entur_clock, times=3)
+    async with _client(entur_fake, transport, entur_clock) as client:
         with pytest.raises(TokenRequestError) as caught:
             await client.get("/x")
         assert type(caught.value) is TokenRequestError
@@ -100,71 +90,73 @@ async def test_retryable_fault_gives_up_after_the_attempts(
             with pytest.raises(TokenRequestError):
                 await client.get("/x")
             assert transport.token_requests == 3
-            clock.advance(caught.value.retry_after)
+            entur_clock.advance(caught.value.retry_after)
         assert (await client.get("/x")).status_code == 200
     assert transport.token_requests == 4
 
 
 @pytest.mark.parametrize("fault", by_outcome("fail"), ids=_ids(by_outcome("fail")))
 async def test_fault_that_retrying_cannot_fix_is_raised_at_once(
-    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    fault: Fault, entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """A malformed or refused answer is one request and a typed, non-retryable error
     (never a JSONDecodeError or KeyError); the client is usable right after."""
-    fault.install(entur, transport, clock)
-    async with _client(entur, transport, clock) as client:
+    fault.install(entur_fake, transport, entur_clock)
+    async with _client(entur_fake, transport, entur_clock) as client:
         with pytest.raises(TokenRequestError) as caught:
             await client.get("/x")
         assert type(caught.value) is TokenRequestError
         assert not caught.value.retryable
         assert transport.token_requests == 1
-        assert clock.monotonic() == 0  # no back-off was slept
+        assert entur_clock.monotonic() == 0  # no back-off was slept
         assert (await client.get("/x")).status_code == 200
     assert transport.token_requests == 2
 
 
 @pytest.mark.parametrize("fault", by_outcome("credentials"), ids=_ids(by_outcome("credentials")))
 async def test_credentials_error_is_never_retried_and_is_cached_briefly(
-    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    fault: Fault, entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """A rejected client is one request; for credentials_error_ttl the same error comes
     from memory (a misconfigured fleet does not hammer Auth0); after it, a new request."""
-    fault.install(entur, transport, clock)
+    fault.install(entur_fake, transport, entur_clock)
     retry = RetryPolicy(credentials_error_ttl=30)
-    async with _client(entur, transport, clock, retry=retry) as client:
+    async with _client(entur_fake, transport, entur_clock, retry=retry) as client:
         errors = []
         for _ in range(5):
             with pytest.raises(InvalidCredentialsError) as caught:
                 await client.get("/x")
             errors.append(caught.value)
-            clock.advance(5)
+            entur_clock.advance(5)
         assert transport.token_requests == 1
         assert len({str(e) for e in errors}) == 1
         assert "ENTUR_CLIENT_SECRET" in str(errors[0])
         # Each caller gets its own copy: one shared object's traceback would grow per raise.
         depths = {len(traceback.extract_tb(e.__traceback__)) for e in errors[1:]}
         assert len(depths) == 1
-        clock.advance(6)  # 31 s after the rejection
+        entur_clock.advance(6)  # 31 s after the rejection
         assert (await client.get("/x")).status_code == 200
     assert transport.token_requests == 2
 
 
 @pytest.mark.parametrize("fault", by_outcome("cached"), ids=_ids(by_outcome("cached")))
 async def test_other_4xx_is_not_retried_and_is_cached_briefly(
-    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    fault: Fault, entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """A 403 page, a 404 (wrong token URL) or an OAuth 400 does not heal by asking again:
     20 calls within credentials_error_ttl make one token request; after it, a new one."""
-    fault.install(entur, transport, clock)
-    async with _client(entur, transport, clock, retry=RetryPolicy(credentials_error_ttl=30)) as c:
+    fault.install(entur_fake, transport, entur_clock)
+    async with _client(
+        entur_fake, transport, entur_clock, retry=RetryPolicy(credentials_error_ttl=30)
+    ) as c:
         for _ in range(20):
             with pytest.raises(TokenRequestError) as caught:
                 await c.get("/x")
             assert type(caught.value) is TokenRequestError
             assert not caught.value.retryable
-            clock.advance(1)
+            entur_clock.advance(1)
         assert transport.token_requests == 1
-        clock.advance(11)  # 31 s after the failure
+        entur_clock.advance(11)  # 31 s after the failure
         assert (await c.get("/x")).status_code == 200
     assert transport.token_requests == 2
 
@@ -172,9 +164,11 @@ async def test_other_4xx_is_not_retried_and_is_cached_briefly(
 class _Latency(httpx2.AsyncBaseTransport):
     """Token requests take ``seconds`` of simulated time, as real ones take real time."""
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, clock: FakeClock, seconds: float) -> None:
+    def __init__(
+        self, inner: httpx2.AsyncBaseTransport, entur_clock: FakeClock, seconds: float
+    ) -> None:
         self.inner = inner
-        self.clock = clock
+        self.clock = entur_clock
         self.seconds = seconds
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -192,7 +186,7 @@ class _Latency(httpx2.AsyncBaseTransport):
     ids=["429-retry-after-60", "503-retry-after-a-day"],
 )
 async def test_retry_after_is_honoured_across_calls(
-    response: ScriptedResponse, entur: FakeEntur, clock: FakeClock
+    response: ScriptedResponse, entur_fake: FakeEntur, entur_clock: FakeClock
 ) -> None:
     """A fetch that gives up on a Retry-After longer than its budget is remembered until
     then (capped at 30 s, the larger of backoff_max and total): many calls make one token
@@ -200,135 +194,160 @@ async def test_retry_after_is_honoured_across_calls(
 
     Token requests take simulated time here: with zero-time requests a capped Retry-After
     fits the budget exactly and the fetch would simply wait and retry."""
-    transport = FaultTransport(_Latency(entur.transport(), clock, 0.2))
-    entur.fail_token(response, times=2)
-    async with _client(entur, transport, clock) as client:
+    transport = FaultTransport(_Latency(entur_fake.transport(), entur_clock, 0.2))
+    entur_fake.fail_token(response, times=2)
+    async with _client(entur_fake, transport, entur_clock) as client:
         for period in (1, 2):
             for _ in range(20):  # 20 calls over 28.5 s
                 with pytest.raises(TokenRequestError) as caught:
                     await client.get("/x")
                 assert caught.value.status_code == response.status
-                clock.advance(1.5)
+                entur_clock.advance(1.5)
             assert transport.token_requests == period
-            clock.advance(0.5)  # past the 30 s after the failed request
+            entur_clock.advance(0.5)  # past the 30 s after the failed request
         assert (await client.get("/x")).status_code == 200
     assert transport.token_requests == 3
 
 
 @pytest.mark.parametrize("fault", by_outcome("ok"), ids=_ids(by_outcome("ok")))
 async def test_token_response_quirk_is_accepted(
-    fault: Fault, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    fault: Fault, entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """Unknown fields are ignored and token_type is matched without case (or defaulted)."""
-    fault.install(entur, transport, clock)
-    async with _client(entur, transport, clock) as client:
+    fault.install(entur_fake, transport, entur_clock)
+    async with _client(entur_fake, transport, entur_clock) as client:
         assert (await client.get("/x")).status_code == 200
-        token = _manager(client).token
+        token = _manager(client).current
         assert token is not None
         assert token.lifetime == pytest.approx(86400, abs=1)
     assert transport.token_requests == 1
+
+
+async def test_raise_for_status_hook_on_token_request_gives_our_error(
+    entur_fake: FakeEntur, entur_clock: FakeClock
+) -> None:
+    """A user's raise_for_status response hook turns a token-endpoint 503 into our retried
+    TokenRequestError, never a raw HTTPStatusError whose request body holds the secret."""
+
+    async def raise_for_status(response: httpx2.Response) -> None:
+        await response.aread()
+        response.raise_for_status()
+
+    entur_fake.fail_token(503, times=10)
+    async with entur_fake.client(
+        clock=entur_clock, event_hooks={"response": [raise_for_status]}
+    ) as client:
+        with pytest.raises(TokenRequestError) as info:
+            await client.get_access_token()
+        assert client.token_fetches == 3  # retried as a 503 should be
+    error = info.value
+    assert error.status_code == 503
+    assert not isinstance(error, httpx2.HTTPError)
+    assert error.__context__ is None
+    assert error.__cause__ is None
+    assert entur_fake.client_secret not in str(error)
 
 
 # -- how long the client waits ------------------------------------------------------------
 
 
 async def _elapsed_for(
-    fault_id: str, entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    fault_id: str, entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> float:
     fault = next(f for f in FAULTS if f.id == fault_id)
-    fault.install(entur, transport, clock)
-    async with _client(entur, transport, clock) as client:
-        start = clock.monotonic()
+    fault.install(entur_fake, transport, entur_clock)
+    async with _client(entur_fake, transport, entur_clock) as client:
+        start = entur_clock.monotonic()
         assert (await client.get("/x")).status_code == 200
-        return clock.monotonic() - start
+        return entur_clock.monotonic() - start
 
 
 async def test_retry_after_in_seconds_is_honoured(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """429 with Retry-After: 7 waits 7 s (not the sub-second backoff) before the retry."""
-    elapsed = await _elapsed_for("http-429-retry-after-seconds", entur, transport, clock)
+    elapsed = await _elapsed_for("http-429-retry-after-seconds", entur_fake, transport, entur_clock)
     assert elapsed == pytest.approx(7)
 
 
 async def test_retry_after_as_http_date_is_honoured(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """Retry-After as an HTTP date 12 s ahead waits until then."""
-    elapsed = await _elapsed_for("http-429-retry-after-date", entur, transport, clock)
+    elapsed = await _elapsed_for("http-429-retry-after-date", entur_fake, transport, entur_clock)
     assert 11 <= elapsed <= 12
 
 
 async def test_auth0_x_ratelimit_reset_is_honoured(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """Auth0's x-ratelimit-reset (epoch seconds, 9 s ahead) is waited for."""
-    elapsed = await _elapsed_for("http-429-x-ratelimit-reset", entur, transport, clock)
+    elapsed = await _elapsed_for("http-429-x-ratelimit-reset", entur_fake, transport, entur_clock)
     assert 8 <= elapsed <= 9
 
 
 async def test_huge_retry_after_is_capped(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """Retry-After: 86400 does not stall the client for a day: the wait is capped by the
     retry budget (RetryPolicy.total, 30 s). Requests take no simulated time here, so the
     capped wait fits the budget exactly; with latency the fetch gives up instead and the
     error is remembered (test_retry_after_is_honoured_across_calls)."""
-    entur.fail_token(ScriptedResponse(503, headers={"retry-after": "86400"}))
-    async with _client(entur, transport, clock) as client:
+    entur_fake.fail_token(ScriptedResponse(503, headers={"retry-after": "86400"}))
+    async with _client(entur_fake, transport, entur_clock) as client:
         assert (await client.get("/x")).status_code == 200
-    assert clock.monotonic() == pytest.approx(30)
+    assert entur_clock.monotonic() == pytest.approx(30)
 
 
 async def test_retry_that_would_pass_the_budget_is_not_made(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """With Retry-After: 20 twice, the second wait would end past the 30 s budget, so the
     fetch gives up after two requests instead of three."""
-    entur.fail_token(ScriptedResponse(429, headers={"retry-after": "20"}), times=2)
-    async with _client(entur, transport, clock) as client:
+    entur_fake.fail_token(ScriptedResponse(429, headers={"retry-after": "20"}), times=2)
+    async with _client(entur_fake, transport, entur_clock) as client:
         with pytest.raises(TokenRequestError) as caught:
             await client.get("/x")
         assert caught.value.status_code == 429
         assert caught.value.retry_after == 20
     assert transport.token_requests == 2
-    assert clock.monotonic() == pytest.approx(20)
+    assert entur_clock.monotonic() == pytest.approx(20)
 
 
 async def test_backoff_is_short_full_jitter_without_retry_after(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """Two 503s cost at most 0.5 s + 1 s of backoff (capped exponential, full jitter)."""
-    entur.fail_token(503, times=2)
-    async with _client(entur, transport, clock) as client:
+    entur_fake.fail_token(503, times=2)
+    async with _client(entur_fake, transport, entur_clock) as client:
         assert (await client.get("/x")).status_code == 200
-    assert 0 <= clock.monotonic() <= 1.5
+    assert 0 <= entur_clock.monotonic() <= 1.5
     assert transport.token_requests == 3
 
 
 async def test_attempts_are_configurable(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """RetryPolicy(attempts=5) rides out four failures; attempts=1 never retries."""
-    entur.fail_token(503, times=4)
-    async with _client(entur, transport, clock, retry=RetryPolicy(attempts=5)) as client:
+    entur_fake.fail_token(503, times=4)
+    async with _client(entur_fake, transport, entur_clock, retry=RetryPolicy(attempts=5)) as client:
         assert (await client.get("/x")).status_code == 200
     assert transport.token_requests == 5
-    entur.fail_token(503)
-    once = FaultTransport(entur.transport())
-    async with _client(entur, once, clock, retry=RetryPolicy(attempts=1)) as client:
+    entur_fake.fail_token(503)
+    once = FaultTransport(entur_fake.transport())
+    async with _client(entur_fake, once, entur_clock, retry=RetryPolicy(attempts=1)) as client:
         with pytest.raises(TokenRequestError):
             await client.get_access_token()
     assert once.token_requests == 1
 
 
 async def test_body_over_one_mebibyte_is_not_read_to_the_end(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """An endless body is cut off after 1 MiB: the client reads about that much, raises a
     TokenRequestError, and would otherwise never return."""
     transport.add(endless_body(transport))
-    async with _client(entur, transport, clock) as client:
+    async with _client(entur_fake, transport, entur_clock) as client:
         with anyio.fail_after(10), pytest.raises(TokenRequestError, match="over 1048576 bytes"):
             await client.get_access_token()
         assert MAX_BODY_BYTES < transport.bytes_streamed <= MAX_BODY_BYTES + 64 * 1024
@@ -336,22 +355,22 @@ async def test_body_over_one_mebibyte_is_not_read_to_the_end(
 
 
 async def test_crlf_token_never_reaches_a_header(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """A token with CR/LF (header injection) is refused before any API request is made."""
     fault = next(f for f in FAULTS if f.id == "access-token-crlf")
-    fault.install(entur, transport, clock)
-    async with _client(entur, transport, clock) as client:
+    fault.install(entur_fake, transport, entur_clock)
+    async with _client(entur_fake, transport, entur_clock) as client:
         with pytest.raises(TokenRequestError):
             await client.get("/x")
-        assert entur.api_requests == []
+        assert entur_fake.api_requests == []
         assert (await client.get("/x")).status_code == 200
-    assert all("\n" not in r.headers.get("authorization", "") for r in entur.api_requests)
-    assert all("x-injected" not in r.headers for r in entur.api_requests)
+    assert all("\n" not in r.headers.get("authorization", "") for r in entur_fake.api_requests)
+    assert all("x-injected" not in r.headers for r in entur_fake.api_requests)
 
 
 async def test_token_request_never_follows_a_redirect(
-    entur: FakeEntur, transport: FaultTransport, clock: FakeClock
+    entur_fake: FakeEntur, transport: FaultTransport, entur_clock: FakeClock
 ) -> None:
     """A 307 from the token endpoint is an error, never followed, even on a client built
     with follow_redirects=True: following it would re-send the secret to another host."""
@@ -364,7 +383,7 @@ async def test_token_request_never_follows_a_redirect(
         return httpx2.Response(307, headers={"location": "https://evil.example/oauth/token"})
 
     transport.add(redirect)
-    async with _client(entur, transport, clock, follow_redirects=True) as client:
+    async with _client(entur_fake, transport, entur_clock, follow_redirects=True) as client:
         with pytest.raises(TokenRequestError, match="HTTP 307"):
             await client.get_access_token()
         assert [r.url.host for r in seen] == ["partner.entur.test"]
@@ -372,13 +391,17 @@ async def test_token_request_never_follows_a_redirect(
         assert (await client.get("/x")).status_code == 200
 
 
-async def test_connection_refused_on_a_real_socket(clock: FakeClock) -> None:
+async def test_connection_refused_on_a_real_socket(entur_clock: FakeClock) -> None:
     """Nothing listening on the token port: three attempts, then a retryable
     TokenRequestError naming the endpoint; no httpx exception escapes."""
-    fake = FakeEntur(clock=clock)
+    fake = FakeEntur(clock=entur_clock)
     env = fake.environment(f"http://127.0.0.1:{free_port()}")
     async with EnturClient(
-        fake.client_id, fake.client_secret, client_name="test-app", environment=env, clock=clock
+        fake.client_id,
+        fake.client_secret,
+        client_name="test-app",
+        environment=env,
+        clock=entur_clock,
     ) as client:
         with anyio.fail_after(10), pytest.raises(TokenRequestError) as caught:
             await client.get("/x")

@@ -9,12 +9,16 @@ It runs in-process and over a real loopback socket (where httpcore2 logs its tra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import pickle
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from types import TracebackType
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -32,10 +36,18 @@ from entur_oauth import (
     TokenRequestError,
     UnauthorizedError,
 )
-from entur_oauth.testing import FakeClock, FakeEntur
+from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
 
-from ._faults import ECHOED_TOKEN, FAULTS, FaultTransport, eventually
-from .conftest import LoopbackServer
+from ._faults import (
+    ECHOED_TOKEN,
+    FAULTS,
+    TOKEN_PATH,
+    Fault,
+    FaultTransport,
+    Handler,
+    eventually,
+)
+from .conftest import LoopbackServer, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -155,7 +167,7 @@ def _reprs(client: EnturClient, clock: FakeClock) -> list[tuple[str, str]]:
         "client vars": vars(client),
         "manager": manager,
         "manager vars": vars(manager),
-        "token": manager.token,
+        "token": manager.current,
         "refresh": manager.refresh,
         "retry": manager.retry,
         "secret": client.client_secret,
@@ -186,11 +198,13 @@ async def test_fault_matrix_leaks_no_secret_or_token(
             # The client is usable after each one; and each leaves a token to look for.
             with leaks.expect(EnturError):
                 assert (await client.get("/x")).status_code == 200
-            await client._manager.invalidate(client._manager.token)  # type: ignore[union-attr, arg-type]
+            clock.advance(31)  # past credentials_error_ttl, which the 401-storm guard keeps
+            await client._manager.invalidate(client._manager.current)  # type: ignore[union-attr, arg-type]
         # API faults: 401 retried with a new token, 401 twice, 403, 408 twice.
         fake.revoke_all()
         assert (await client.get("/x")).status_code == 200
         for status, times in ((401, 2), (403, 1), (408, 2)):
+            clock.advance(31)  # past credentials_error_ttl: each rejection is retried once
             fake.fail_api(status, times=times)
             with leaks.expect(APIError):
                 await client.get("/x")
@@ -224,7 +238,7 @@ async def test_failed_renewals_and_the_refresher_leak_nothing(
         manager = client._manager
         assert manager is not None
         await client.get("/x")
-        old = manager.token
+        old = manager.current
         echo = next(f for f in FAULTS if f.id == "http-200-with-error")
         echo.install(fake, transport, clock, times=2)
         clock.advance(manager.advisory_at - clock.monotonic() + 1)
@@ -234,7 +248,7 @@ async def test_failed_renewals_and_the_refresher_leak_nothing(
         await eventually(lambda: transport.token_requests == 3)
         await eventually(lambda: manager._flight is None and clock.next_deadline() is not None)
         clock.advance(1500)
-        await eventually(lambda: manager.token is not old)
+        await eventually(lambda: manager.current is not old)
         assert (await client.get("/x")).status_code == 200
         leaks.texts += _reprs(client, clock)
     assert any(r.levelno == logging.WARNING for r in debug_logs.records)
@@ -283,3 +297,266 @@ async def test_network_error_keeps_no_token_request_in_its_context(
         assert caught.value.__context__ is None
         assert not any(SENTINEL_SECRET in t for t in _exception_texts(caught.value))
         assert (await client.get("/x")).status_code == 200
+
+
+# -- frame locals and pickles (issue 11 item 1) -----------------------------------------
+
+
+def _value_texts(value: object) -> Iterator[str]:
+    """What an error reporter shows of a local: its repr, and for an httpx message the
+    headers and body it holds (a reporter that serialises objects deeply would see them)."""
+    yield repr(value)
+    if isinstance(value, str | bytes | bytearray):
+        yield value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+    if isinstance(value, httpx2.Request | httpx2.Response):
+        yield repr(value.headers.raw)
+        with suppress(httpx2.RequestNotRead, httpx2.ResponseNotRead):
+            yield value.content.decode("utf-8", "replace")
+
+
+def _below_tests(tb: TracebackType | None) -> TracebackType | None:
+    """Skip the test function's own frames (they hold the sentinels searched for)."""
+    while tb is not None and tb.tb_frame.f_code.co_name.startswith("test_"):
+        tb = tb.tb_next
+    return tb
+
+
+def _deep_texts(exc: BaseException) -> Iterator[str]:
+    """Every text reachable from ``exc``: the local variables of every frame of its
+    traceback (as ``capture_locals=True`` formats them, and walked one by one), its pickle,
+    and the same for every exception of its chain."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        error = stack.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield from _exception_texts(error)
+        formatted = traceback.TracebackException(
+            type(error), error, _below_tests(error.__traceback__), capture_locals=True
+        )
+        yield "".join(formatted.format())
+        tb = error.__traceback__
+        while tb is not None:
+            # The test's own frame holds the sentinels it searches for.
+            if not tb.tb_frame.f_code.co_name.startswith("test_"):
+                for value in tb.tb_frame.f_locals.values():
+                    yield from _value_texts(value)
+            tb = tb.tb_next
+        yield pickle.dumps(error).decode("latin-1")
+        stack += [error.__cause__, error.__context__]
+
+
+def _clean(errors: list[BaseException], sentinels: set[str]) -> list[tuple[str, str]]:
+    return [
+        (type(error).__name__, sentinel[:12])
+        for error in errors
+        for text in _deep_texts(error)
+        for sentinel in sentinels
+        if sentinel in text
+    ]
+
+
+def _echo(status: int, content_type: str, template: str) -> Fault:
+    """A token endpoint answering with the request body (the secret in it) echoed back."""
+
+    def build(clock: FakeClock, secret: str) -> ScriptedResponse:
+        body = template.replace("{secret}", secret).encode()
+        return ScriptedResponse(status, body=body, headers={"content-type": content_type})
+
+    return Fault(f"echo-{status}-{content_type.split('/')[1]}", "fail", scripted=build)
+
+
+_ECHOES = [
+    _echo(
+        400,
+        "application/json",
+        '{"error": "invalid_request", "request": {"grant_type": "client_credentials", '
+        '"client_id": "fake-client-id", "client_secret": "{secret}"}}',
+    ),
+    _echo(400, "text/plain", "bad request: client_secret={secret}&audience=x"),
+    _echo(
+        200,
+        "application/x-www-form-urlencoded",
+        "access_token=SENTINELTOKENx9Qz7&token_type=bearer&client_secret={secret}",
+    ),
+]
+_FAILING = [f for f in FAULTS if f.outcome != "ok"] + _ECHOES
+
+
+@pytest.mark.parametrize("where", ["in-process", "loopback"])
+@pytest.mark.parametrize("fault", _FAILING, ids=[f.id for f in _FAILING])
+async def test_token_errors_hold_no_secret_in_frames_or_pickles(where: str, fault: Fault) -> None:
+    """Every failing token-endpoint scenario (an echoed body, a mac token, CR/LF in the
+    token, a JSON array, a form body, 401, 5xx, over 1 MiB, timeouts, connection refused):
+    the error the leading task gets and the copies its waiters get hold the secret nowhere,
+    not in a local of any frame of their tracebacks, nor in their pickles, nor in a chain."""
+    clock = FakeClock(autojump=True)
+    async with _setup(where, clock, retry=RetryPolicy(attempts=1)) as (fake, client, transport):
+        fault.install(fake, transport, clock, times=1)
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await client.get("/x")
+            except TokenRequestError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):  # one leads the fetch, two wait on it
+                tg.start_soon(call)
+        assert len(errors) == 3
+        sentinels = {SENTINEL_SECRET, ECHOED_TOKEN, *transport.tokens_seen}
+        assert not _clean(errors, sentinels)
+        for error in errors:
+            assert error.__cause__ is None
+            assert error.__context__ is None
+            assert pickle.loads(pickle.dumps(error)).args == error.args
+
+
+def test_the_frame_search_finds_a_secret_in_a_local() -> None:
+    """The frame-local search is real: a raw body left in a local of a raising frame, or
+    an httpx request holding the secret in its body, is found."""
+
+    def parse(body: bytes) -> None:
+        raise TokenRequestError("clean message")
+
+    def send(request: httpx2.Request) -> None:
+        raise TokenRequestError("clean too")
+
+    errors: list[BaseException] = []
+    try:
+        parse(f"client_secret={SENTINEL_SECRET}".encode())
+    except TokenRequestError as exc:
+        errors.append(exc)
+    try:
+        send(httpx2.Request("POST", "https://x", json={"s": SENTINEL_SECRET}))
+    except TokenRequestError as exc:
+        errors.append(exc)
+    assert len(errors) == 2
+    for error in errors:
+        assert _clean([error], {SENTINEL_SECRET})
+
+
+def _failing_api(error: type[httpx2.TransportError]) -> Handler:
+    async def handle(request: httpx2.Request, inner: httpx2.AsyncBaseTransport) -> httpx2.Response:
+        raise error("the API is unreachable", request=request)
+
+    return handle
+
+
+class _APIFaults(FaultTransport):
+    """Token requests pass; API requests meet ``api_fault`` while it is set."""
+
+    api_fault: Handler | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path != TOKEN_PATH and self.api_fault is not None:
+            return await self.api_fault(request, self.inner)
+        return await super().handle_async_request(request)
+
+
+@pytest.mark.parametrize(
+    "error", [httpx2.ConnectError, httpx2.ReadTimeout, httpx2.RemoteProtocolError]
+)
+async def test_api_transport_errors_keep_their_type_without_the_bearer(
+    error: type[httpx2.TransportError],
+) -> None:
+    """An API call that fails in the transport raises httpx2's own error type (so
+    ``except httpx2.ConnectError`` works), re-created: its ``.request`` carries no
+    Authorization, it has no chain, no traceback frame holds the token, nor its pickle."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    transport = _APIFaults(fake.transport())
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        await client.get("/x")
+        transport.api_fault = _failing_api(error)
+        with pytest.raises(error) as caught:
+            await client.get("/x", params={"q": "1"})
+        for stream in (False, True):
+            with pytest.raises(error):
+                await client.send(client.build_request("GET", "/y"), stream=stream)
+    exc = caught.value
+    assert "the API is unreachable" in str(exc)
+    assert "authorization" not in exc.request.headers
+    assert exc.request.url.path == "/x"
+    assert exc.__cause__ is None
+    assert exc.__context__ is None
+    assert not _clean([exc], {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+async def test_api_connection_refused_over_a_socket_holds_no_token() -> None:
+    """Over real sockets: the token comes from a loopback fake, the API port refuses the
+    connection; the httpx2.ConnectError raised holds the token nowhere."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    with LoopbackServer(fake) as server:
+        closed = f"http://127.0.0.1:{free_port()}"
+        env = fake.environment(server.url)
+        env = dataclasses.replace(env, api_base_url=closed)
+        async with EnturClient(
+            fake.client_id,
+            SENTINEL_SECRET,
+            client_name="test-app",
+            environment=env,
+            token_store=MemoryTokenStore(),
+        ) as client:
+            with pytest.raises(httpx2.ConnectError) as caught:
+                await client.get("/x")
+    assert fake.all_issued_tokens
+    assert "authorization" not in caught.value.request.headers
+    assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+async def test_a_streamed_body_that_breaks_off_raises_without_the_bearer() -> None:
+    """A streamed API response whose body breaks off while the caller reads it: the
+    httpx2.ReadError carries the request without Authorization."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+
+    async def broken(request: httpx2.Request, inner: httpx2.AsyncBaseTransport) -> httpx2.Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"partial"
+            raise httpx2.ReadError("connection reset by peer")
+
+        return httpx2.Response(200, content=chunks(), request=request)
+
+    transport = _APIFaults(fake.transport())
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        await client.get("/x")
+        transport.api_fault = broken
+        with pytest.raises(httpx2.ReadError) as caught:
+            async with client.stream("GET", "/x") as response:
+                await response.aread()
+    assert "authorization" not in caught.value.request.headers
+    assert not any(
+        token in text for text in _exception_texts(caught.value) for token in fake.all_issued_tokens
+    )
+
+
+async def test_a_retry_after_401_that_fails_in_the_network_holds_no_token() -> None:
+    """The API rejects the token (401), and the retry with a new token fails to connect:
+    the httpx2.ConnectError raised carries neither token, in its request, chain, frames
+    or pickle."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    transport = _APIFaults(fake.transport())
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        await client.get("/x")
+        fake.revoke_all()
+        calls = 0
+
+        async def reject_then_fail(
+            request: httpx2.Request, inner: httpx2.AsyncBaseTransport
+        ) -> httpx2.Response:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return await inner.handle_async_request(request)  # 401: the token is revoked
+            raise httpx2.ConnectError("the API went away", request=request)
+
+        transport.api_fault = reject_then_fail
+        with pytest.raises(httpx2.ConnectError) as caught:
+            await client.get("/x")
+    assert calls == 2
+    assert fake.token_count == 2
+    assert caught.value.__context__ is None
+    assert "authorization" not in caught.value.request.headers
+    assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})

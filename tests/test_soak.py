@@ -126,7 +126,7 @@ async def _soak(*, outage: bool, background: bool, tasks: int = TASKS, seed: int
     assert manager is not None
     # The refresh jitter (where each advisory window starts) comes from the manager's own
     # RNG, seeded from the OS; seeded here, a soak is the same run every time.
-    manager._rng = random.Random(seed)
+    manager._rng.seed(seed)
     rng = random.Random(seed)
     times = [0.0, *sorted(rng.uniform(0, DURATION) for _ in range(BURSTS - 1))]
     done = [0] * BURSTS

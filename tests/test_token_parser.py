@@ -136,6 +136,47 @@ def test_absurd_expires_in_is_clamped_or_defaulted(expires_in: object, lifetime:
     assert token.lifetime == pytest.approx(lifetime)
 
 
+@pytest.mark.parametrize(
+    "expires_in",
+    [
+        "9" * 5000,  # more digits than Python parses into an int
+        "1" + "0" * 400,
+        "1e308",
+        "1.7976931348623157e308",
+        "1e309",
+        "true",
+        "false",
+        "-1e309",
+    ],
+)
+def test_valid_json_but_absurd_expires_in_is_an_unreadable_lifetime(expires_in: str) -> None:
+    """An expires_in that is valid JSON but no real lifetime (a 5,000-digit integer, 1e308,
+    true) counts as unreadable: the token is still used, for the default 300 s."""
+    body = b'{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": %s}' % (
+        expires_in.encode()
+    )
+    token = _parse(body=body)
+    assert token.access_token == "opaque-token"
+    assert token.lifetime == DEFAULT_LIFETIME
+
+
+@pytest.mark.parametrize("expires_in", ["9" * 5000, "1e308", "true"])
+def test_absurd_expires_in_falls_back_to_a_usable_jwt_exp(expires_in: str) -> None:
+    """With an absurd expires_in, a usable JWT exp decides the lifetime."""
+    token = _jwt({"exp": SENT_WALL + 7200})
+    body = b'{"access_token": "%s", "expires_in": %s}' % (token.encode(), expires_in.encode())
+    assert _parse(body=body).lifetime == 7200
+
+
+def test_absurd_jwt_exp_is_ignored() -> None:
+    """A JWT exp of 1e308 (or a 5,000-digit one) is no more trusted than expires_in's."""
+    for exp in ("1e308", "9" * 5000):
+        claims = base64.urlsafe_b64encode(b'{"exp": %s}' % exp.encode()).rstrip(b"=").decode()
+        token = f"eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln"
+        assert _parse({"access_token": token, "expires_in": 3600}).lifetime == 3600
+        assert _parse({"access_token": token}).lifetime == DEFAULT_LIFETIME
+
+
 def test_missing_expires_in_and_opaque_token_default_to_five_minutes() -> None:
     """With neither expires_in nor a JWT exp, the token is trusted for 300 s only."""
     assert _parse({"access_token": "opaque"}).lifetime == DEFAULT_LIFETIME

@@ -83,3 +83,25 @@ async def metrics(client: EnturClient) -> int:
     """token_fetches is an int."""
     count: int = client.token_fetches
     return count
+
+
+async def authlib_surface() -> None:
+    """authlib's surface as a user reaches for it: seed, update_token, token, fetch_token."""
+
+    async def save(
+        token: dict[str, object], refresh_token: str | None = None, **kw: object
+    ) -> None:
+        assert refresh_token is None
+
+    def quirk(response: httpx2.Response) -> httpx2.Response:
+        return response
+
+    seed = {"access_token": "abc", "token_type": "Bearer", "expires_at": 2_000_000_000}
+    async with EnturClient.from_env(token=seed, update_token=save) as entur:
+        entur.register_compliance_hook("access_token_response", quirk)
+        fresh = await entur.fetch_token()
+        access: str = fresh["access_token"]
+        current = entur.token
+        assert current is None or current["access_token"] == access
+        active: bool = await entur.ensure_active_token()
+        assert active

@@ -1,11 +1,12 @@
-"""Regressions found in review: each test reproduces a defect that once existed."""
+"""Tests moved out of the former tests/test_review_regressions.py that are not about the
+token manager. Each section names the behaviour file it belongs in; the lead moves them
+there (tests/test_client.py, tests/test_environments.py, tests/test_token_parser.py are
+other helpers' files)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import anyio
 import httpx2
 import pytest
 
@@ -13,12 +14,9 @@ from entur_oauth import (
     ConfigurationError,
     EnturClient,
     Environment,
-    FileTokenStore,
     ForbiddenError,
-    MemoryTokenStore,
     Secret,
     TokenRequestError,
-    TokenStore,
     UnauthorizedError,
 )
 from entur_oauth._token import parse_token_response
@@ -27,62 +25,7 @@ from entur_oauth.testing import FakeEntur
 pytestmark = pytest.mark.anyio
 
 
-async def test_raise_for_status_hook_on_token_request_gives_our_error(fake: FakeEntur) -> None:
-    """A user's raise_for_status response hook turns a token-endpoint 503 into our retried
-    TokenRequestError, never a raw HTTPStatusError whose request body holds the secret."""
-
-    async def raise_for_status(response: httpx2.Response) -> None:
-        await response.aread()
-        response.raise_for_status()
-
-    fake.fail_token(503, times=10)
-    async with fake.client(event_hooks={"response": [raise_for_status]}) as client:
-        with pytest.raises(TokenRequestError) as info:
-            await client.get_access_token()
-        assert client.token_fetches == 3  # retried as a 503 should be
-    error = info.value
-    assert error.status_code == 503
-    assert not isinstance(error, httpx2.HTTPError)
-    assert error.__context__ is None
-    assert error.__cause__ is None
-    assert fake.client_secret not in str(error)
-
-
-class _YieldingStore(MemoryTokenStore):
-    """A memory store whose reads and deletes yield, as file and Redis stores do."""
-
-    async def get(self, key: str) -> bytes | None:
-        await anyio.sleep(0.01)
-        return await super().get(key)
-
-    async def delete(self, key: str, *, expected: bytes | None = None) -> None:
-        await anyio.sleep(0.01)
-        await super().delete(key, expected=expected)
-
-
-@pytest.mark.parametrize("kind", ["yielding", "file"])
-async def test_two_racing_401s_never_reinstall_the_rejected_token(
-    fake: FakeEntur, tmp_path: Path, kind: str
-) -> None:
-    """Two requests rejected at once: neither takes the rejected token back from the store."""
-    store: TokenStore = (
-        _YieldingStore() if kind == "yielding" else FileTokenStore(tmp_path / "tokens.json")
-    )
-    async with fake.client(token_store=store) as client:
-        first = await client.get_access_token()
-        fake.revoke_all()
-        fake.delay_api(0.02, times=2)  # both requests in flight with the revoked token
-        statuses: list[int] = []
-
-        async def call() -> None:
-            statuses.append((await client.get("/x")).status_code)
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(2):
-                tg.start_soon(call)
-        assert statuses == [200, 200]
-        assert await client.get_access_token() != first
-    assert fake.token_count == 2
+# -- for tests/test_client.py: 401 retries of request bodies, redirects ------------------
 
 
 async def test_multipart_upload_is_retried_after_401(fake: FakeEntur) -> None:
@@ -148,6 +91,9 @@ async def test_401_from_a_foreign_host_after_redirect_keeps_the_token(fake: Fake
         assert client.token_fetches == 1
 
 
+# -- for tests/test_environments.py: extra_token_hosts ----------------------------------
+
+
 @pytest.mark.parametrize(
     "hosts",
     ["api2.entur.io", ["evil.test/x@api.entur.io"], ["https://api2.entur.io"], ["user@api2.test"]],
@@ -176,11 +122,17 @@ def test_extra_token_hosts_accept_host_and_port() -> None:
     assert env.extra_token_hosts == frozenset({"api2.entur.io", "api3.entur.io:8443"})
 
 
+# -- for tests/test_client.py (construction): client_secret types ------------------------
+
+
 @pytest.mark.parametrize("secret", [Secret(""), b"bytes-secret", 42])
 def test_empty_or_mistyped_secrets_are_configuration_errors(secret: object) -> None:
     """Secret('') and non-string secrets fail at construction with our error."""
     with pytest.raises(ConfigurationError):
         EnturClient("cid", secret, client_name="acme-app")  # type: ignore[arg-type]
+
+
+# -- for tests/test_token_parser.py: redaction in unparseable bodies ---------------------
 
 
 @pytest.mark.parametrize(
