@@ -37,8 +37,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -126,6 +124,8 @@ class FileTokenStore:
             ConfigurationError: The file has become unsafe (symlink, mode, owner).
             OSError: The file cannot be read.
         """
+        import anyio  # here, not at the top: the CLI's cached token path reads without it
+
         return await anyio.to_thread.run_sync(self._get_sync, key)
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
@@ -137,6 +137,8 @@ class FileTokenStore:
                 read-only.
             TimeoutError: Another writer held the file for too long.
         """
+        import anyio
+
         entry = {
             "value": base64.b64encode(value).decode("ascii"),
             "expires": time.time() + ttl,
@@ -156,6 +158,7 @@ class FileTokenStore:
             OSError: The file cannot be rewritten.
             TimeoutError: Another writer held the file for too long.
         """
+        import anyio
 
         def change(tokens: _Tokens) -> bool:
             if key not in tokens:
@@ -291,6 +294,8 @@ class _FetchLock:
         self._lock: BaseFileLock | None = None
 
     async def __aenter__(self) -> None:
+        import anyio
+
         store = self._store
         # A fresh lock object per hold: flock excludes separate open files even inside one
         # process, so two clients (or threads) of this process exclude each other too,

@@ -411,7 +411,8 @@ def test_builtin_environment_is_used_instead_of_custom_variables() -> None:
     """The settings the CLI builds for --environment staging are Entur staging's."""
     import argparse
 
-    from entur_oauth._cli import _Redactor, _settings
+    from entur_oauth._cli._output import Redactor as _Redactor
+    from entur_oauth._cli._settings import load as _settings
 
     args = argparse.Namespace(environment="staging", client_name=None, client_secret_file=None)
     custom = {
@@ -427,7 +428,9 @@ def test_builtin_environment_is_used_instead_of_custom_variables() -> None:
         for name, value in custom.items():
             mp.setenv(name, value)
         settings = _settings(args, _Redactor())
-    assert settings.environment == "staging"
+    assert not isinstance(settings.environment, str)
+    assert settings.environment.name == "staging"
+    assert settings.environment.token_url == "https://partner.staging.entur.org/oauth/token"
 
 
 def test_rejected_credentials_exit_3(
@@ -721,7 +724,7 @@ def test_main_in_process_commands_and_exit_codes(
 
 def test_redactor_removes_secrets_bearer_tokens_and_jwts() -> None:
     """The --verbose filter and error printer redact what must never be shown."""
-    from entur_oauth._cli import _Redactor
+    from entur_oauth._cli._output import Redactor as _Redactor
 
     redactor = _Redactor()
     redactor.add("s3cret-value")
