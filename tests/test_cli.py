@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,104 @@ def test_token_is_reused_across_runs_through_the_cache_file(
     assert first.stdout.strip() not in cache.read_text()
     assert run("token", "--no-cache", env=fake_env).returncode == 0
     assert entur_fake.token_count == 2
+
+
+HTTP_STACK = ("httpx2", "authlib", "anyio", "httpcore", "h11")
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """The top-level modules ``python -X importtime`` reported importing."""
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+def test_cached_token_path_imports_no_http_stack(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """With a fresh token in the cache file, 'token' prints it without importing httpx2,
+    authlib or anyio; the first run (a cache miss) fetches through the client as before."""
+    command = [sys.executable, "-X", "importtime", "-m", "entur_oauth", "token"]
+    miss = subprocess.run(command, env=fake_env, capture_output=True, text=True, check=False)
+    hit = subprocess.run(command, env=fake_env, capture_output=True, text=True, check=False)
+    assert miss.returncode == hit.returncode == 0, hit.stderr
+    assert miss.stdout == hit.stdout == entur_fake.all_issued_tokens[0] + "\n"
+    assert entur_fake.token_count == 1
+    assert {"httpx2", "authlib", "anyio"} <= imported_modules(miss.stderr)
+    assert imported_modules(hit.stderr).isdisjoint(HTTP_STACK)
+    assert "cryptography" in imported_modules(hit.stderr)  # the cache was unsealed
+
+
+def test_cached_token_near_its_expiry_takes_the_client_path(
+    fake_env: dict[str, str], entur_fake: FakeEntur, tmp_path: Path
+) -> None:
+    """A cached token 30 s from expiry is not printed by the fast path: the client renews
+    it (one more token request), as it would without the fast path."""
+    import anyio
+
+    from entur_oauth._codec import TokenCodec, store_key
+    from entur_oauth._file_store import FileTokenStore
+    from entur_oauth._secrets import Secret
+    from entur_oauth._token import Token
+
+    first = run("token", env=fake_env)
+    assert first.returncode == 0, first.stderr
+    # Age the cached token: the same text, sealed again with 30 s left of a day's life.
+    env = entur_fake.environment(fake_env["ENTUR_API_BASE_URL"])
+    key = store_key(env.token_url, env.audience, entur_fake.client_id)
+    aged = Token(
+        first.stdout.strip(), expires_at=0.0, expires_at_wall=time.time() + 30, lifetime=86400
+    )
+    data = TokenCodec(Secret(entur_fake.client_secret), key).encode(aged)
+    store = FileTokenStore(tmp_path / "cache" / "entur-oauth" / "tokens.json")
+    anyio.run(partial(store.set, key, data, ttl=30))
+    second = run("token", env=fake_env)
+    assert second.returncode == 0, second.stderr
+    assert entur_fake.token_count == 2
+    assert second.stdout.strip() == entur_fake.all_issued_tokens[1]
+
+
+def test_token_help_recommends_header_with_a_file_descriptor(base_env: dict[str, str]) -> None:
+    """'token --help' shows curl -H @<(entur-oauth token --header), never the form that puts
+    the token on curl's command line."""
+    result = run("token", "--help", env=base_env)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "curl -H @<(entur-oauth token --header)" in text
+    assert "$(entur-oauth token)" not in text
+    assert "Bearer $(" not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("prod", "production"),
+        ("produktion", "production"),
+        ("stage", "staging"),
+        ("stagin", "staging"),
+        ("deb", "dev"),
+        ("fake", None),
+        ("acme-test", None),
+    ],
+)
+def test_custom_environment_named_like_a_builtin_warns(
+    fake_env: dict[str, str], entur_fake: FakeEntur, name: str, meant: str | None
+) -> None:
+    """'--environment prod' with ENTUR_TOKEN_URL & co. set uses the custom environment, and
+    warns 'did you mean production?' when the name is one edit from a built-in one or a
+    usual abbreviation; other custom names get no warning."""
+    result = run("--environment", name, "token", "--no-cache", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    assert entur_fake.token_count == 1  # the custom environment was used
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    if meant is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert f"did you mean {meant}?" in warnings[0]
+        assert f"--environment {meant}" in warnings[0]
 
 
 def test_token_cache_file_option(fake_env: dict[str, str], tmp_path: Path) -> None:
