@@ -44,7 +44,8 @@ def run(args: argparse.Namespace, redactor: Redactor) -> int:
             "fake Entur unless you pass --environment (e.g. --environment staging).",
             file=sys.stderr,
         )
-    from ..testing import FakeClock, FakeEntur, pick_server
+    from ..testing import FakeClock, FakeEntur
+    from ..testing._serve import pick_server
 
     try:
         server = pick_server(args.server)

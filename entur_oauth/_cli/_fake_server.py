@@ -20,7 +20,8 @@ FAKE_SERVER_CLIENT_NAME = "local-dev"
 
 def run(args: argparse.Namespace, redactor: Redactor) -> int:
     """Serve the fake until Ctrl+C or SIGTERM; print the variables that point at it."""
-    from ..testing import FakeEntur, serving
+    from ..testing import FakeEntur
+    from ..testing._serve import serving
 
     fake = FakeEntur(
         client_id=FAKE_SERVER_CLIENT_ID,
