@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._asgi import RecordedRequest, ScriptedResponse
 
 __all__ = ["autocomplete", "journey_planner"]
@@ -46,26 +48,38 @@ def autocomplete(request: RecordedRequest) -> ScriptedResponse:
 
 
 def journey_planner(request: RecordedRequest) -> ScriptedResponse:
-    """Answer Journey Planner's GraphQL endpoint with one trip pattern of one rail leg."""
+    """Answer Journey Planner's GraphQL endpoint: ``serverInfo`` and ``trip`` queries.
+
+    A query naming ``serverInfo`` gets a version; one naming ``trip`` (or neither) gets one
+    trip pattern of one rail leg.
+    """
     try:
         document = request.json()
     except ValueError:
         document = None
     if not isinstance(document, dict) or not isinstance(document.get("query"), str):
         return ScriptedResponse(400, json={"errors": [{"message": "Expected a GraphQL query"}]})
-    leg = {
-        "mode": "rail",
-        "distance": 462000.0,
-        "line": {"publicCode": "F4", "name": "Oslo S - Bergen"},
-        "fromPlace": {"name": "Oslo S"},
-        "toPlace": {"name": "Bergen stasjon"},
-        "expectedStartTime": "2030-01-02T08:25:00+01:00",
-        "expectedEndTime": "2030-01-02T15:20:00+01:00",
-    }
-    pattern = {
-        "expectedStartTime": leg["expectedStartTime"],
-        "expectedEndTime": leg["expectedEndTime"],
-        "duration": 24900,
-        "legs": [leg],
-    }
-    return ScriptedResponse(200, json={"data": {"trip": {"tripPatterns": [pattern]}}})
+    query: str = document["query"]
+    data: dict[str, Any] = {}
+    if "serverInfo" in query:
+        data["serverInfo"] = {"version": "fake-entur", "otpVersion": "2.x"}
+    if "trip" in query or not data:
+        data["trip"] = {"tripPatterns": [_TRIP_PATTERN]}
+    return ScriptedResponse(200, json={"data": data})
+
+
+_LEG = {
+    "mode": "rail",
+    "distance": 462000.0,
+    "line": {"publicCode": "F4", "name": "Oslo S - Bergen"},
+    "fromPlace": {"name": "Oslo S"},
+    "toPlace": {"name": "Bergen stasjon"},
+    "expectedStartTime": "2030-01-02T08:25:00+01:00",
+    "expectedEndTime": "2030-01-02T15:20:00+01:00",
+}
+_TRIP_PATTERN = {
+    "expectedStartTime": _LEG["expectedStartTime"],
+    "expectedEndTime": _LEG["expectedEndTime"],
+    "duration": 24900,
+    "legs": [_LEG],
+}
