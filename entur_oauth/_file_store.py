@@ -25,12 +25,10 @@ import contextlib
 import errno
 import glob
 import json
-import logging
 import math
 import os
 import random
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,11 +38,20 @@ from typing import TYPE_CHECKING, Any
 from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import logging
+
     from filelock import BaseFileLock
 
 __all__ = ["FileTokenStore"]
 
-logger = logging.getLogger("entur_oauth")
+
+def _logger() -> logging.Logger:
+    # logging is imported when there is something to log: the CLI's cached token path reads
+    # this file without it (logging alone costs ~7 ms of start-up).
+    import logging
+
+    return logging.getLogger("entur_oauth")
+
 
 _FORMAT_VERSION = 1
 #: A token file is a few hundred bytes per client; anything this large is not ours.
@@ -259,9 +266,11 @@ class FileTokenStore:
             with contextlib.suppress(OSError):
                 if now - tmp.lstat().st_mtime > _STALE_TEMPORARY_AGE:
                     tmp.unlink()
-                    logger.info("Token store: removed %s, left by a writer that was killed", tmp)
+                    _logger().info("Token store: removed %s, left by a writer that was killed", tmp)
 
     def _write(self, document: dict[str, Any]) -> None:
+        import tempfile  # here: it costs the cached-token path ~2 ms (shutil and more)
+
         data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
         # mkstemp creates the file 0600 with O_EXCL, in the target's directory so the
         # rename below is atomic (same file system).
@@ -403,7 +412,7 @@ def _parse(data: bytes, path: Path, *, quiet: bool) -> _Tokens:
                 tokens: _Tokens = document["tokens"]
                 return tokens
     # Writers log quietly: they are the repair, and the reader has already warned.
-    (logger.debug if quiet else logger.warning)(
+    (_logger().debug if quiet else _logger().warning)(
         "token file %s is %s; treating it as empty (the next saved token rewrites it)",
         path,
         problem,
@@ -422,7 +431,7 @@ def _entry_value(entry: object, path: Path) -> bytes | None:
             return base64.b64decode(entry["value"], validate=True)
         except (binascii.Error, ValueError):
             pass
-    logger.warning("token file %s has a malformed entry; ignoring it", path)
+    _logger().warning("token file %s has a malformed entry; ignoring it", path)
     return None
 
 

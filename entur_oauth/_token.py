@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime
-import email.utils
-import html
 import json
 import math
 import re
@@ -105,6 +102,8 @@ def sanitize_snippet(body: bytes | str, redact: Iterable[str] = ()) -> str:
 
 
 def _escaped_forms(secret: str) -> list[str]:
+    import html  # here, as datetime and email.utils are: see _http_date
+
     if not secret:
         return []
     forms = {
@@ -184,6 +183,11 @@ def parse_retry_after(headers: Mapping[str, str], now_wall: float) -> float | No
 
 
 def _http_date(value: str, now_wall: float) -> float | None:
+    # Imported here, as only a Retry-After date needs them: they cost the CLI's cached
+    # token path (which never parses a response) ~10 ms of start-up.
+    import datetime
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
         if when.tzinfo is None:

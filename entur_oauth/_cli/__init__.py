@@ -36,7 +36,9 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``entur-oauth`` with ``argv`` (default: the process arguments); return the exit code."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         print(parser.format_usage(), end="", file=sys.stderr)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .._errors import ConfigurationError, InvalidCredentialsError, TokenRequestError
 from .._secrets import Secret
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = [
     "CREDENTIALS_HINT",
@@ -62,11 +64,14 @@ def config_error(message: str, hint: str) -> CommandError:
     return CommandError(EXIT_CONFIG, f"configuration error: {message}", hint)
 
 
-class Redactor(logging.Filter):
-    """Removes known secrets, bearer tokens and JWT-shaped strings from log lines and errors."""
+class Redactor:
+    """Removes known secrets, bearer tokens and JWT-shaped strings from log lines and errors.
+
+    Also a logging filter (an object with ``filter``, which is all logging asks of one), so
+    ``logging`` is imported only with ``--verbose``.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
         self._secrets: set[str] = set()
 
     def add(self, value: str | Secret | None) -> None:
@@ -157,6 +162,8 @@ def verbose_logging(enabled: bool, redactor: Redactor) -> Iterator[None]:
     if not enabled:
         yield
         return
+    import logging
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(redactor)

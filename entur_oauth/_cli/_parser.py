@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,8 +237,13 @@ _ARGUMENTS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of ``entur-oauth``; ``args.command`` names the command."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Return the argument parser of ``entur-oauth``; ``args.command`` names the command.
+
+    With ``argv``, only the commands named in it get their options: the others are listed
+    (for ``--help``) but not built, which saves most of the parser's cost on every run.
+    """
+    named = None if argv is None else set(argv)
     common = _common_options(top_level=False)
     parser = argparse.ArgumentParser(
         prog="entur-oauth",
@@ -253,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, add_arguments in _ARGUMENTS.items():
         summary, description = _DESCRIPTIONS[name]
+        if named is not None and name not in named:
+            commands.add_parser(name, help=summary)
+            continue
         sub = commands.add_parser(
             name, allow_abbrev=False, parents=[common], help=summary, description=description
         )
