@@ -56,7 +56,8 @@ def run(quick: bool = False) -> FigureResult:
                 samples[name].append(seconds)
     ratios = [a / b for a, b in zip(samples[ENTUR], samples[AUTHLIB], strict=True)]
     row = Row(
-        figure="import time of EnturClient, fresh interpreter (vs import authlib.integrations.httpx_client)",
+        figure="import time of EnturClient, fresh interpreter "
+        "(vs import authlib.integrations.httpx_client)",
         this=ms(median(samples[ENTUR])),
         bare=ms(median(samples[BARE])),
         authlib=ms(median(samples[AUTHLIB])),
