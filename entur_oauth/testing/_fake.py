@@ -274,7 +274,7 @@ class FakeEntur:
         Args:
             port: The port; ``0`` picks a free one.
             host: A loopback address (the fake has no business on a network).
-            server: ``"uvicorn"``, ``"builtin"`` (a small HTTP/1.1 server in this module,
+            server: ``"uvicorn"``, ``"builtin"`` (a small HTTP/1.1 server of this package,
                 no dependency) or ``"auto"`` (uvicorn when it is installed).
 
         Raises:
