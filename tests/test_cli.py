@@ -831,3 +831,55 @@ def test_redactor_removes_secrets_bearer_tokens_and_jwts() -> None:
         "secret=s3cret-value auth='Bearer abc.def-ghi' jwt=eyJhbGciOi.eyJzdWIiOi.sig end"
     )
     assert text == ("secret=[redacted] auth='Bearer [redacted]' jwt=[redacted token] end")
+
+
+def test_environment_is_resolved_once_per_call(
+    entur_fake: FakeEntur,
+    entur_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """One CLI call looks the environment up once: the settings hand the client an
+    Environment, not a name to look up again (in-process, counting the look-ups)."""
+    import entur_oauth._config
+    import entur_oauth._environments
+    from entur_oauth._cli import main
+
+    looked_up: list[str] = []
+    real = entur_oauth._environments.get_environment
+
+    def counting(name: str) -> entur_oauth._environments.Environment:
+        looked_up.append(name)
+        return real(name)
+
+    monkeypatch.setattr(entur_oauth._config, "get_environment", counting)
+    monkeypatch.setattr(entur_oauth._environments, "get_environment", counting)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for argv in (["token", "--no-cache"], ["token"], ["check"], ["request", "GET", "/x"]):
+        looked_up.clear()
+        assert main(argv) == 0, capsys.readouterr().err
+        assert looked_up == ["fake"], argv
+    looked_up.clear()
+    monkeypatch.delenv("ENTUR_CLIENT_NAME")  # stop before the network
+    assert main(["--environment", "staging", "token"]) == 2
+    assert looked_up == ["staging"]
+
+
+def test_client_name_warning_is_shown_once(fake_env: dict[str, str], entur_fake: FakeEntur) -> None:
+    """A client name of the wrong form is checked once per call: one warning line, and
+    the command still works."""
+    result = run("--client-name", "AcmeApp", "token", "--no-cache", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert "'AcmeApp' is not of the form '<company>-<application>'" in warnings[0]
+
+
+def test_version_option_reads_the_metadata(base_env: dict[str, str]) -> None:
+    """--version prints the installed version (read only when asked)."""
+    from importlib.metadata import version
+
+    result = run("--version", env=base_env)
+    assert result.returncode == 0
+    assert result.stdout == f"entur-oauth {version('entur-oauth')}\n"

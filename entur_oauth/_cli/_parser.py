@@ -163,7 +163,8 @@ class _Version(argparse.Action):
             text = version("entur-oauth")
         except PackageNotFoundError:  # pragma: no cover - only in an uninstalled checkout
             text = "unknown"
-        parser.exit(message=f"{parser.prog} {text}\n")
+        print(f"{parser.prog} {text}")  # on stdout, as argparse's own version action does
+        parser.exit()
 
 
 def _token(parser: argparse.ArgumentParser) -> None:

@@ -136,18 +136,24 @@ def _environment(environ: dict[str, str]) -> Environment:
         raise config_error(str(exc), _URL_HINT) from None
 
 
-def _apply_options(args: argparse.Namespace, environ: dict[str, str]) -> None:
-    """Let the command-line options override the variables in ``environ``."""
+def _apply_options(args: argparse.Namespace, environ: dict[str, str]) -> Environment | None:
+    """Let the command-line options override the variables in ``environ``.
+
+    Returns the built-in environment ``--environment`` names, if it names one (resolved
+    here, once: the caller need not look again).
+    """
     chosen: str | None = getattr(args, "environment", None)
+    builtin = None
     if chosen:
         environ["ENTUR_ENVIRONMENT"] = chosen
-        if builtin_or_none(chosen) is not None:
+        builtin = builtin_or_none(chosen)
+        if builtin is not None:
             # An explicit built-in name wins over a custom environment from the variables:
             # '--environment staging' talks to staging, not to wherever ENTUR_TOKEN_URL says.
             ignored = [name for name in _CUSTOM_VARIABLES if environ.pop(name, "").strip()]
             if ignored:
                 warn(
-                    f"--environment {chosen} uses Entur's {chosen.strip().lower()} URLs; "
+                    f"--environment {chosen} uses Entur's {builtin.name} URLs; "
                     f"ignoring {', '.join(ignored)}."
                 )
     if getattr(args, "client_name", None):
@@ -155,6 +161,7 @@ def _apply_options(args: argparse.Namespace, environ: dict[str, str]) -> None:
     secret_file: Path | None = getattr(args, "client_secret_file", None)
     if secret_file is not None:
         environ["ENTUR_CLIENT_SECRET"] = _read_secret_file(secret_file)
+    return builtin
 
 
 def load(
@@ -166,9 +173,9 @@ def load(
     validated, each once; a ``ClientNameWarning`` is shown here.
     """
     environ = dict(os.environ)
-    _apply_options(args, environ)
+    chosen = _apply_options(args, environ)
     redactor.add(environ.get("ENTUR_CLIENT_SECRET", "").strip())
-    environment = _environment(environ)
+    environment = chosen or _environment(environ)
     # The environment is settled: read_env sees only the credentials and the name.
     rest = {k: v for k, v in environ.items() if k not in {"ENTUR_ENVIRONMENT", *_CUSTOM_VARIABLES}}
     try:
