@@ -109,6 +109,7 @@ def test_without_settings_each_example_says_one_line(tmp_path: Path, name: str) 
     env.update(NO_NETWORK)
     copy = copied(name, tmp_path)
     if name == "fastapi_backend.py":
+        pytest.importorskip("fastapi")
         command = [sys.executable, "-m", "uvicorn", "fastapi_backend:app", "--port", "0"]
     else:
         command = [sys.executable, "-W", "error", name]

@@ -59,8 +59,6 @@ sealed with the secret, so a client of one fake never picks up a token another f
 output for the secret.
 """
 
-from __future__ import annotations
-
 from .._fakeclock import FakeClock
 from ._asgi import RecordedRequest, ScriptedResponse
 from ._fake import FakeEntur
