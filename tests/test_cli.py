@@ -163,6 +163,20 @@ def test_cached_token_path_imports_no_http_stack(
     assert "cryptography" in imported_modules(hit.stderr)  # the cache was unsealed
 
 
+def test_cached_token_verbose_says_where_it_came_from(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """--verbose on the cached path logs the token's fingerprint and the cache file, never
+    the token."""
+    assert run("token", env=fake_env).returncode == 0
+    result = run("token", "--verbose", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    assert "read from FileTokenStore(" in result.stderr
+    assert "no request made" in result.stderr
+    assert entur_fake.token_count == 1
+    assert_nothing_secret(entur_fake, result.stderr)
+
+
 def test_cached_token_near_its_expiry_takes_the_client_path(
     fake_env: dict[str, str], entur_fake: FakeEntur, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from .._codec import TokenCodec, store_key
 from .._errors import ConfigurationError
 from .._file_store import FileTokenStore
 from .._policy import RefreshPolicy
+from .._secrets import fingerprint
 from ._output import EXIT_OK, Redactor
 from ._settings import Settings, load, make_client, run_async, token_cache
 
@@ -77,5 +78,11 @@ def run(args: argparse.Namespace, redactor: Redactor) -> int:
     token = cached_token(settings, store) if isinstance(store, FileTokenStore) else None
     if token is None:
         token = _fetch(args, settings, store)
+    elif args.verbose:
+        import logging  # loaded already by --verbose
+
+        logging.getLogger("entur_oauth").debug(
+            "token %s read from %s: fresh, no request made", fingerprint(token), store
+        )
     print(f"Authorization: Bearer {token}" if args.header else token)
     return EXIT_OK
