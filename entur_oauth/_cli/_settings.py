@@ -8,18 +8,19 @@ imports the HTTP stack: the cached ``token`` path runs on it alone.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import stat
 import sys
 import warnings
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._config import EnvSettings, builtin_or_none, read_env, validate_client_name
+from .._config import builtin_or_none, read_env, validate_client_name
 from .._environments import Environment
 from .._errors import ConfigurationError
+from .._secrets import Secret
 from ._output import CREDENTIALS_HINT, EXIT_CONFIG, CommandError, Redactor, config_error, warn
 
 if TYPE_CHECKING:
@@ -71,8 +72,15 @@ _ALIASES = {
     "development": "dev",
 }
 
-#: What the commands get: ``environment`` is always resolved.
-Settings = EnvSettings
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one call runs with: the ``ENTUR_*`` settings, the environment resolved."""
+
+    client_id: str | None
+    client_secret: Secret | None
+    client_name: str | None
+    environment: Environment
 
 
 def _one_edit_apart(a: str, b: str) -> bool:
@@ -187,7 +195,12 @@ def load(
             validate_client_name(settings.client_name)
         except ConfigurationError as exc:
             raise config_error(str(exc), _NAME_HINT) from None
-    return dataclasses.replace(settings, environment=environment)
+    return Settings(
+        client_id=settings.client_id,
+        client_secret=settings.client_secret,
+        client_name=settings.client_name,
+        environment=environment,
+    )
 
 
 def _read_secret_file(path: Path) -> str:

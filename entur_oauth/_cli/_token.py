@@ -39,7 +39,6 @@ def cached_token(settings: Settings, store: FileTokenStore) -> str | None:
     env = settings.environment
     if settings.client_id is None or settings.client_secret is None:
         return None
-    assert not isinstance(env, str)  # load() resolves it
     key = store_key(env.token_url, env.audience, settings.client_id)
     try:
         raw = store._get_sync(key)
