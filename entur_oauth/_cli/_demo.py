@@ -18,12 +18,15 @@ import anyio
 import httpx2
 
 from .._api_errors import ForbiddenError
+from .._client import EnturClient
 from .._secrets import fingerprint
+from .._stores import MemoryTokenStore
 from ._demo_real import demo_real
 from ._output import EXIT_CONFIG, EXIT_OK, CommandError, Redactor, duration, out
 from ._settings import load, run_async
 
 if TYPE_CHECKING:
+    # The test kit (and uvicorn, if installed) is imported when the demo runs the fake.
     from ..testing import FakeClock, FakeEntur
 
 __all__ = ["run"]
@@ -95,9 +98,6 @@ async def _demo_fake(
     out(f"entur-oauth demo: the real EnturClient against a fake Entur at {url}")
     out(f"(no credentials needed; event loop: {backend}; server: {server}; ET-Client-Name: {name})")
     out()
-    from .._client import EnturClient
-    from .._stores import MemoryTokenStore
-
     client = EnturClient(
         fake.client_id,
         fake.client_secret,
