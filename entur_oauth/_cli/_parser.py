@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,12 +53,40 @@ _DESCRIPTIONS = {
 }
 
 
+@functools.cache
+def _terminal_width() -> int:
+    """The help text's width, as argparse finds it (``$COLUMNS``, else the terminal)."""
+    try:
+        return int(os.environ["COLUMNS"]) - 2
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns - 2  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 78
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, told the width once: argparse asks for a formatter for every
+    option it adds, and finds the width through shutil each time (an import of ~2 ms that
+    the cached ``token`` path would otherwise pay)."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width or _terminal_width())
+
+
 def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
     """The options every command takes, before or after the command name."""
     # Subcommand copies default to SUPPRESS so they never overwrite a value given before
     # the command name (``entur-oauth --verbose token`` and ``entur-oauth token --verbose``).
     default: Any = None if top_level else argparse.SUPPRESS
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, formatter_class=_Formatter)
     group = parser.add_argument_group("common options")
     group.add_argument(
         "--environment",
@@ -249,6 +280,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="entur-oauth",
         allow_abbrev=False,
+        formatter_class=_Formatter,
         parents=[_common_options(top_level=True)],
         description="Entur API access from the shell: tokens, checks, requests, a fake "
         "Entur, and a demo. Credentials come from ENTUR_CLIENT_ID, ENTUR_CLIENT_SECRET and "
@@ -261,10 +293,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     for name, add_arguments in _ARGUMENTS.items():
         summary, description = _DESCRIPTIONS[name]
         if named is not None and name not in named:
-            commands.add_parser(name, help=summary)
+            commands.add_parser(name, help=summary, formatter_class=_Formatter)
             continue
         sub = commands.add_parser(
-            name, allow_abbrev=False, parents=[common], help=summary, description=description
+            name,
+            allow_abbrev=False,
+            parents=[common],
+            help=summary,
+            description=description,
+            formatter_class=_Formatter,
         )
         add_arguments(sub)
     return parser
