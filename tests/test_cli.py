@@ -897,3 +897,13 @@ def test_version_option_reads_the_metadata(base_env: dict[str, str]) -> None:
     result = run("--version", env=base_env)
     assert result.returncode == 0
     assert result.stdout == f"entur-oauth {version('entur-oauth')}\n"
+
+
+def test_unknown_environment_suggests_the_builtin_one(base_env: dict[str, str]) -> None:
+    """'--environment prod' without custom variables is an unknown environment (exit 2),
+    and the message suggests production."""
+    env = {**base_env, "ENTUR_CLIENT_ID": "id", "ENTUR_CLIENT_SECRET": "s"}
+    result = run("--environment", "prod", "token", env={**env, "ENTUR_CLIENT_NAME": "a-b"})
+    assert result.returncode == 2
+    assert "Unknown Entur environment 'prod'" in result.stderr
+    assert "Did you mean production?" in result.stderr

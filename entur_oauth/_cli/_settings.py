@@ -105,6 +105,23 @@ def did_you_mean(name: str) -> str | None:
     return None
 
 
+def _check_custom(name: str, custom: dict[str, str]) -> None:
+    """A custom environment needs all three variables; warn if its name looks like a slip."""
+    absent = [k for k, v in custom.items() if not v]
+    if absent:
+        raise config_error(
+            f"A custom environment {name!r} needs {', '.join(absent)} too.",
+            f"Set {', '.join(absent)} as well, or use --environment {_BUILTIN_NAMES}.",
+        )
+    meant = did_you_mean(name)
+    if meant is not None:
+        warn(
+            f"{name!r} is not one of Entur's environments, so ENTUR_TOKEN_URL, "
+            f"ENTUR_AUDIENCE and ENTUR_API_BASE_URL define a custom one of that name; "
+            f"did you mean {meant}? (--environment {meant} uses Entur's {meant} URLs)"
+        )
+
+
 def _environment(environ: dict[str, str]) -> Environment:
     """Resolve the environment the variables name, once; raise a configuration error."""
     name = environ.get("ENTUR_ENVIRONMENT", "").strip() or "production"
@@ -112,26 +129,15 @@ def _environment(environ: dict[str, str]) -> Environment:
     builtin = builtin_or_none(name)
     if not any(custom.values()):
         if builtin is None:
+            meant = did_you_mean(name)
             raise config_error(
                 f"Unknown Entur environment {name!r}; known environments: dev, production, "
-                "staging.",
+                "staging." + (f" Did you mean {meant}?" if meant else ""),
                 _ENVIRONMENT_HINT,
             )
         return builtin
-    absent = [k for k, v in custom.items() if not v]
     if builtin is None:
-        if absent:
-            raise config_error(
-                f"A custom environment {name!r} needs {', '.join(absent)} too.",
-                f"Set {', '.join(absent)} as well, or use --environment {_BUILTIN_NAMES}.",
-            )
-        meant = did_you_mean(name)
-        if meant is not None:
-            warn(
-                f"{name!r} is not one of Entur's environments, so ENTUR_TOKEN_URL, "
-                f"ENTUR_AUDIENCE and ENTUR_API_BASE_URL define a custom one of that name; "
-                f"did you mean {meant}? (--environment {meant} uses Entur's {meant} URLs)"
-            )
+        _check_custom(name, custom)
     token_url, audience, api_base_url = (
         custom[k] or getattr(builtin, k.removeprefix("ENTUR_").lower(), "")
         for k in _CUSTOM_VARIABLES
