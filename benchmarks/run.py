@@ -33,6 +33,7 @@ FIGURES = {
     "fleet": "bench_fleet",
     "memory": "bench_memory",
     "import": "bench_import",
+    "startup": "bench_startup",
 }
 
 

@@ -2,31 +2,58 @@
 ``ET-Client-Name``, on asyncio and trio.
 """
 
+# Every public name is imported on first use (module __getattr__), not here: the pytest
+# plugin and the CLI's cached ``token`` path import this package, and must not pay for
+# authlib, httpx2 and cryptography when they never use them. Type checkers read the
+# imports below instead.
+
+import importlib
 import importlib.util
 import typing
 
-from ._client import EnturClient
-from ._config import ClientNameWarning
-from ._environments import Environment, get_environment
-from ._errors import (
-    APIError,
-    ConfigurationError,
-    EnturError,
-    EventLoopError,
-    ForbiddenError,
-    InvalidCredentialsError,
-    SessionTimeoutError,
-    TokenRequestError,
-    UnauthorizedError,
-)
-from ._file_store import FileTokenStore
-from ._policy import RefreshPolicy, RetryPolicy
-from ._secrets import Secret
-from ._stores import MemoryTokenStore, TokenStore
-
 if typing.TYPE_CHECKING:
-    # Imported lazily (see __getattr__) so that entur_oauth works without the redis extra.
-    from ._redis_store import RedisTokenStore as RedisTokenStore
+    from ._api_errors import APIError, ForbiddenError, SessionTimeoutError, UnauthorizedError
+    from ._client import EnturClient
+    from ._config import ClientNameWarning
+    from ._environments import Environment, get_environment
+    from ._errors import (
+        ConfigurationError,
+        EnturError,
+        EventLoopError,
+        InvalidCredentialsError,
+        TokenRequestError,
+    )
+    from ._file_store import FileTokenStore
+    from ._policy import RefreshPolicy, RetryPolicy
+    from ._redis_store import RedisTokenStore
+    from ._secrets import Secret
+    from ._stores import MemoryTokenStore, TokenStore
+
+    __version__: str
+
+#: Public name -> the private module that defines it.
+_LAZY = {
+    "APIError": "_api_errors",
+    "ClientNameWarning": "_config",
+    "ConfigurationError": "_errors",
+    "EnturClient": "_client",
+    "EnturError": "_errors",
+    "Environment": "_environments",
+    "EventLoopError": "_errors",
+    "FileTokenStore": "_file_store",
+    "ForbiddenError": "_api_errors",
+    "InvalidCredentialsError": "_errors",
+    "MemoryTokenStore": "_stores",
+    "RedisTokenStore": "_redis_store",
+    "RefreshPolicy": "_policy",
+    "RetryPolicy": "_policy",
+    "Secret": "_secrets",
+    "SessionTimeoutError": "_api_errors",
+    "TokenRequestError": "_errors",
+    "TokenStore": "_stores",
+    "UnauthorizedError": "_api_errors",
+    "get_environment": "_environments",
+}
 
 __all__ = [
     "APIError",
@@ -71,19 +98,20 @@ def __getattr__(name: str) -> object:
         from importlib.metadata import version
 
         return version("entur-oauth")
-    if name == "RedisTokenStore":
-        # Raises ImportError naming the entur-oauth[redis] extra when redis is missing. An
-        # ImportError, not an AttributeError (which would make hasattr() return False):
-        # `from entur_oauth import RedisTokenStore` turns an AttributeError into a bare
-        # "cannot import name" and the hint to install the extra would be lost. Check for
-        # the extra with "RedisTokenStore" in entur_oauth.__all__ instead.
-        from ._redis_store import RedisTokenStore as RedisTokenStore
-
-        return RedisTokenStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # For RedisTokenStore without the extra this raises ImportError naming the
+    # entur-oauth[redis] extra. An ImportError, not an AttributeError (which would make
+    # hasattr() return False): `from entur_oauth import RedisTokenStore` turns an
+    # AttributeError into a bare "cannot import name" and the hint would be lost. Check for
+    # the extra with "RedisTokenStore" in entur_oauth.__all__ instead.
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next look-up is a plain attribute read
+    return value
 
 
 def __dir__() -> list[str]:
-    # List the lazy name too (when its extra is installed), so dir() and tools that read
-    # it see the whole public API; __all__ holds it exactly then.
+    # List the lazy names too, so dir() and tools that read it see the whole public API;
+    # __all__ holds RedisTokenStore exactly when its extra is installed.
     return sorted({*globals(), *__all__})

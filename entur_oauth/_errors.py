@@ -14,11 +14,19 @@ The hierarchy::
         └── SessionTimeoutError                408, after one retry with a new token
 
 No message, attribute or ``repr`` here ever holds a client secret or an access token.
+
+``APIError`` and its subclasses live in :mod:`entur_oauth._api_errors`, as they subclass
+``httpx2.HTTPStatusError``: importing this module must not import httpx2 (the CLI's cached
+``token`` path and ``import entur_oauth`` stay free of the HTTP stack). They are still
+importable from here, on first use.
 """
 
 from __future__ import annotations
 
-import httpx2
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._api_errors import APIError, ForbiddenError, SessionTimeoutError, UnauthorizedError
 
 __all__ = [
     "APIError",
@@ -93,29 +101,12 @@ class InvalidCredentialsError(TokenRequestError):
     """Raised when the token endpoint rejected the client id, secret or audience."""
 
 
-class APIError(EnturError, httpx2.HTTPStatusError):
-    """Raised when an Entur API answered 401, 403 or 408; carries ``request`` and ``response``.
-
-    The request is the one we sent to the API, never the token request, so it holds no
-    client secret; its ``Authorization`` header is removed before it is attached here.
-    """
-
-    def __init__(self, message: str, *, request: httpx2.Request, response: httpx2.Response) -> None:
-        super().__init__(message, request=request, response=response)
-
-    @property
-    def status_code(self) -> int:
-        """The HTTP status the API answered."""
-        return self.response.status_code
+_API_ERRORS = frozenset({"APIError", "ForbiddenError", "SessionTimeoutError", "UnauthorizedError"})
 
 
-class UnauthorizedError(APIError):
-    """Raised when the API answered 401 even after one retry with a freshly fetched token."""
+def __getattr__(name: str) -> object:
+    if name in _API_ERRORS:
+        from . import _api_errors
 
-
-class ForbiddenError(APIError):
-    """Raised when the API answered 403: the token is valid but lacks a permission."""
-
-
-class SessionTimeoutError(APIError):
-    """Raised when the API answered 408 even after one retry with a freshly fetched token."""
+        return getattr(_api_errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,28 +25,33 @@ import contextlib
 import errno
 import glob
 import json
-import logging
 import math
 import os
 import random
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import logging
+
     from filelock import BaseFileLock
 
 __all__ = ["FileTokenStore"]
 
-logger = logging.getLogger("entur_oauth")
+
+def _logger() -> logging.Logger:
+    # logging is imported when there is something to log: the CLI's cached token path reads
+    # this file without it (logging alone costs ~7 ms of start-up).
+    import logging
+
+    return logging.getLogger("entur_oauth")
+
 
 _FORMAT_VERSION = 1
 #: A token file is a few hundred bytes per client; anything this large is not ours.
@@ -131,6 +136,8 @@ class FileTokenStore:
             ConfigurationError: The file has become unsafe (symlink, mode, owner).
             OSError: The file cannot be read.
         """
+        import anyio  # here, not at the top: the CLI's cached token path reads without it
+
         return await anyio.to_thread.run_sync(self._get_sync, key)
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
@@ -142,6 +149,8 @@ class FileTokenStore:
                 read-only.
             TimeoutError: Another writer held the file for too long.
         """
+        import anyio
+
         entry = {
             "value": base64.b64encode(value).decode("ascii"),
             "expires": time.time() + ttl,
@@ -161,6 +170,7 @@ class FileTokenStore:
             OSError: The file cannot be rewritten.
             TimeoutError: Another writer held the file for too long.
         """
+        import anyio
 
         def change(tokens: _Tokens) -> bool:
             if key not in tokens:
@@ -261,9 +271,11 @@ class FileTokenStore:
             with contextlib.suppress(OSError):
                 if now - tmp.lstat().st_mtime > _STALE_TEMPORARY_AGE:
                     tmp.unlink()
-                    logger.info("Token store: removed %s, left by a writer that was killed", tmp)
+                    _logger().info("Token store: removed %s, left by a writer that was killed", tmp)
 
     def _write(self, document: dict[str, Any]) -> None:
+        import tempfile  # here: it costs the cached-token path ~2 ms (shutil and more)
+
         data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
         # mkstemp creates the file 0600 with O_EXCL, in the target's directory so the
         # rename below is atomic (same file system).
@@ -296,6 +308,8 @@ class _FetchLock:
         self._lock: BaseFileLock | None = None
 
     async def __aenter__(self) -> None:
+        import anyio
+
         store = self._store
         # A fresh lock object per hold: flock excludes separate open files even inside one
         # process, so two clients (or threads) of this process exclude each other too,
@@ -437,7 +451,7 @@ def _parse(data: bytes, path: Path, *, quiet: bool) -> _Tokens:
                 tokens: _Tokens = document["tokens"]
                 return tokens
     # Writers log quietly: they are the repair, and the reader has already warned.
-    (logger.debug if quiet else logger.warning)(
+    (_logger().debug if quiet else _logger().warning)(
         "token file %s is %s; treating it as empty (the next saved token rewrites it)",
         path,
         problem,
@@ -456,7 +470,7 @@ def _entry_value(entry: object, path: Path) -> bytes | None:
             return base64.b64decode(entry["value"], validate=True)
         except (binascii.Error, ValueError):
             pass
-    logger.warning("token file %s has a malformed entry; ignoring it", path)
+    _logger().warning("token file %s has a malformed entry; ignoring it", path)
     return None
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime
-import email.utils
 import json
 import math
 import re
@@ -109,6 +107,11 @@ def parse_retry_after(headers: Mapping[str, str], now_wall: float) -> float | No
 
 
 def _http_date(value: str, now_wall: float) -> float | None:
+    # Imported here, as only a Retry-After date needs them: they cost the CLI's cached
+    # token path (which never parses a response) ~10 ms of start-up.
+    import datetime
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
         if when.tzinfo is None:

@@ -7,10 +7,10 @@ Run it against Entur (staging here) with a client from Entur Partner::
 
     export ENTUR_CLIENT_ID=... ENTUR_CLIENT_SECRET=... ENTUR_CLIENT_NAME=acme-example
     export ENTUR_ENVIRONMENT=staging
-    python examples/asyncio_basic.py /personalisation/v1/programs/1
+    python asyncio_basic.py /personalisation/v1/programs/1
 
 or against the local fake: run ``entur-oauth fake-server`` in another shell and paste the
-variables it prints.
+variables it prints. Run it in this file's folder (or wherever you copied it).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from entur_oauth import EnturClient
+from entur_oauth import ConfigurationError, EnturClient
 
 
 async def main(path: str) -> None:
@@ -30,4 +30,7 @@ async def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "/personalisation/v1/programs/1"))
+    try:
+        asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "/personalisation/v1/programs/1"))
+    except ConfigurationError as exc:  # a missing or wrong ENTUR_* variable: say which
+        sys.exit(f"asyncio_basic.py: {exc}")

@@ -9,13 +9,14 @@ Run it against Entur (staging here) with a client from Entur Partner
 
     export ENTUR_CLIENT_ID=... ENTUR_CLIENT_SECRET=... ENTUR_CLIENT_NAME=acme-example
     export ENTUR_ENVIRONMENT=staging
-    uvicorn fastapi_backend:app --app-dir examples --port 8000
+    uvicorn fastapi_backend:app --port 8000   # in this file's folder, or wherever you copied it
     curl 'http://127.0.0.1:8000/stops?text=Oslo'
     curl 'http://127.0.0.1:8000/entur/personalisation/v1/programs/1'
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,16 @@ from typing import Annotated, Any, TypedDict
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from entur_oauth import APIError, EnturClient, TokenRequestError
+
+#: Checked when uvicorn imports the app, so a missing variable stops it with one line
+#: instead of a traceback from the lifespan.
+MISSING = [
+    name
+    for name in ("ENTUR_CLIENT_ID", "ENTUR_CLIENT_SECRET", "ENTUR_CLIENT_NAME")
+    if not os.environ.get(name, "").strip()
+]
+if MISSING:
+    sys.exit(f"fastapi_backend.py: set {', '.join(MISSING)} (see the file's docstring).")
 
 
 class State(TypedDict):

@@ -6,17 +6,27 @@ query parameters to ``/geocoder/v1/autocomplete``, whose answer is GeoJSON.
 Run it against Entur (no account needed)::
 
     export ENTUR_CLIENT_NAME=acme-example   # '<company>-<application>'
-    python examples/geocoder.py "Oslo S"
+    python geocoder.py "Oslo S"          # in this file's folder, or wherever you copied it
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import anyio
 
-from entur_oauth import EnturClient
+from entur_oauth import ConfigurationError, EnturClient
+
+
+def require_client_name(example: str) -> None:
+    """Stop with one line when ENTUR_CLIENT_NAME is missing: an open API needs only that."""
+    if not os.environ.get("ENTUR_CLIENT_NAME", "").strip():
+        sys.exit(
+            f"{example}: set ENTUR_CLIENT_NAME to '<company>-<application>', e.g. "
+            "export ENTUR_CLIENT_NAME=acme-example (this open API needs no client id or secret)."
+        )
 
 
 async def autocomplete(text: str, *, size: int = 5) -> list[dict[str, Any]]:
@@ -41,4 +51,8 @@ async def main(text: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, " ".join(sys.argv[1:]) or "Oslo S")
+    require_client_name("geocoder.py")
+    try:
+        anyio.run(main, " ".join(sys.argv[1:]) or "Oslo S")
+    except ConfigurationError as exc:  # a wrong ENTUR_* variable: say which
+        sys.exit(f"geocoder.py: {exc}")

@@ -7,19 +7,31 @@ reported as such.
 Run it against Entur (no account needed)::
 
     export ENTUR_CLIENT_NAME=acme-example   # '<company>-<application>'
-    python examples/journey_planner.py NSR:StopPlace:59872 NSR:StopPlace:548
+    python journey_planner.py NSR:StopPlace:59872 NSR:StopPlace:548
 
-(Oslo S to Bergen stasjon; find other stop ids with ``examples/geocoder.py``.)
+(in this file's folder, or wherever you copied it: Oslo S to Bergen stasjon; find other
+stop ids with ``geocoder.py``.)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import anyio
 
-from entur_oauth import EnturClient
+from entur_oauth import ConfigurationError, EnturClient
+
+
+def require_client_name(example: str) -> None:
+    """Stop with one line when ENTUR_CLIENT_NAME is missing: an open API needs only that."""
+    if not os.environ.get("ENTUR_CLIENT_NAME", "").strip():
+        sys.exit(
+            f"{example}: set ENTUR_CLIENT_NAME to '<company>-<application>', e.g. "
+            "export ENTUR_CLIENT_NAME=acme-example (this open API needs no client id or secret)."
+        )
+
 
 TRIP_QUERY = """
 query Trip($from: Location!, $to: Location!) {
@@ -74,4 +86,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     origin = args[0] if args else "NSR:StopPlace:59872"  # Oslo S
     destination = args[1] if len(args) > 1 else "NSR:StopPlace:548"  # Bergen stasjon
-    anyio.run(main, origin, destination)
+    require_client_name("journey_planner.py")
+    try:
+        anyio.run(main, origin, destination)
+    except ConfigurationError as exc:  # a wrong ENTUR_* variable: say which
+        sys.exit(f"journey_planner.py: {exc}")

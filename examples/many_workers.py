@@ -4,16 +4,17 @@ Each worker is its own process with its own EnturClient, as uvicorn/gunicorn wor
 With the shared store they make one token request between them instead of one each: the
 first takes the store's lock and fetches, the others wait for it and reuse its token. For
 workers on many hosts, swap FileTokenStore for RedisTokenStore(REDIS_URL) (needs
-``pip install 'entur-oauth[redis]'``); see the README's "Running many workers".
+the ``redis`` extra); see the README's "Running many workers".
 
 Run it against Entur (staging here) with a client from Entur Partner::
 
     export ENTUR_CLIENT_ID=... ENTUR_CLIENT_SECRET=... ENTUR_CLIENT_NAME=acme-example
     export ENTUR_ENVIRONMENT=staging
-    python examples/many_workers.py 8 /personalisation/v1/programs/1
+    python many_workers.py 4 /personalisation/v1/programs/1
 
 or against the local fake: run ``entur-oauth fake-server`` in another shell and paste the
-variables it prints. Each worker prints its status and how many tokens it fetched itself.
+variables it prints. Run it in this file's folder (or wherever you copied it). Each worker
+prints its status and how many tokens it fetched itself.
 """
 
 from __future__ import annotations
@@ -81,6 +82,6 @@ if __name__ == "__main__":
     try:
         anyio.run(check_settings)
     except ConfigurationError as exc:
-        sys.exit(str(exc))
+        sys.exit(f"many_workers.py: {exc}")
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     main(count, sys.argv[2] if len(sys.argv) > 2 else "/personalisation/v1/programs/1")

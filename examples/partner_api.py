@@ -10,9 +10,10 @@ Run it against Entur (staging here) with a client that has access to the partner
     export ENTUR_CLIENT_ID=... ENTUR_CLIENT_SECRET=... ENTUR_CLIENT_NAME=acme-example
     export ENTUR_ENVIRONMENT=staging
     export ENTUR_POS=acme-web ENTUR_DISTRIBUTION_CHANNEL=ENT:DistributionChannel:Web
-    python examples/partner_api.py /sales/v1/some/endpoint
+    python partner_api.py /sales/v1/some/endpoint
 
-A 403 means the token is fine but the client lacks access to that API: ask Entur.
+(in this file's folder, or wherever you copied it). A 403 means the token is fine but the
+client lacks access to that API: ask Entur.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import uuid
 
 import anyio
 
-from entur_oauth import EnturClient, ForbiddenError
+from entur_oauth import ConfigurationError, EnturClient, ForbiddenError
 
 
 async def main(path: str) -> int:
@@ -49,6 +50,9 @@ async def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(
-        anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else "/personalisation/v1/programs/1")
-    )
+    try:
+        sys.exit(
+            anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else "/personalisation/v1/programs/1")
+        )
+    except ConfigurationError as exc:  # a missing or wrong ENTUR_* variable: say which
+        sys.exit(f"partner_api.py: {exc}")

@@ -49,3 +49,24 @@ def test_unknown_figure_is_refused(tmp_path: Path) -> None:
     assert "per_requests" in proc.stderr
     assert "per_request," in proc.stderr
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_quick_startup_figure_has_a_row_per_target(tmp_path: Path) -> None:
+    """``--only startup --quick`` measures the four start-up figures of issue #12, each with
+    a ratio against its floor, a target and a verdict (timings are not judged here)."""
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--only", "startup", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.strip().splitlines()[2:]]
+    assert len(rows) == 4, proc.stdout
+    assert [row[5] for row in rows] == ["<= 2.50x", "<= 1.05x", "<= 1.00x", "<= 1.16x"]
+    for row in rows:
+        assert re.fullmatch(r"\d+\.\d{3}x", row[4]), row
+        assert row[6].removesuffix(" |") in {"pass", "**FAIL**"}, row
+    assert "entur-oauth token" in rows[0][0]
+    assert "no:entur_oauth" in rows[1][0]

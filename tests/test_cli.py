@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,118 @@ def test_token_is_reused_across_runs_through_the_cache_file(
     assert first.stdout.strip() not in cache.read_text()
     assert run("token", "--no-cache", env=fake_env).returncode == 0
     assert entur_fake.token_count == 2
+
+
+HTTP_STACK = ("httpx2", "authlib", "anyio", "httpcore", "h11")
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """The top-level modules ``python -X importtime`` reported importing."""
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+def test_cached_token_path_imports_no_http_stack(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """With a fresh token in the cache file, 'token' prints it without importing httpx2,
+    authlib or anyio; the first run (a cache miss) fetches through the client as before."""
+    command = [sys.executable, "-X", "importtime", "-m", "entur_oauth", "token"]
+    miss = subprocess.run(command, env=fake_env, capture_output=True, text=True, check=False)
+    hit = subprocess.run(command, env=fake_env, capture_output=True, text=True, check=False)
+    assert miss.returncode == hit.returncode == 0, hit.stderr
+    assert miss.stdout == hit.stdout == entur_fake.all_issued_tokens[0] + "\n"
+    assert entur_fake.token_count == 1
+    assert {"httpx2", "authlib", "anyio"} <= imported_modules(miss.stderr)
+    assert imported_modules(hit.stderr).isdisjoint(HTTP_STACK)
+    assert "cryptography" in imported_modules(hit.stderr)  # the cache was unsealed
+
+
+def test_cached_token_verbose_says_where_it_came_from(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """--verbose on the cached path logs the token's fingerprint and the cache file, never
+    the token."""
+    assert run("token", env=fake_env).returncode == 0
+    result = run("token", "--verbose", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    assert "read from FileTokenStore(" in result.stderr
+    assert "no request made" in result.stderr
+    assert entur_fake.token_count == 1
+    assert_nothing_secret(entur_fake, result.stderr)
+
+
+def test_cached_token_near_its_expiry_takes_the_client_path(
+    fake_env: dict[str, str], entur_fake: FakeEntur, tmp_path: Path
+) -> None:
+    """A cached token 30 s from expiry is not printed by the fast path: the client renews
+    it (one more token request), as it would without the fast path."""
+    import anyio
+
+    from entur_oauth._codec import TokenCodec, store_key
+    from entur_oauth._file_store import FileTokenStore
+    from entur_oauth._secrets import Secret
+    from entur_oauth._token import Token
+
+    first = run("token", env=fake_env)
+    assert first.returncode == 0, first.stderr
+    # Age the cached token: the same text, sealed again with 30 s left of a day's life.
+    env = entur_fake.environment(fake_env["ENTUR_API_BASE_URL"])
+    key = store_key(env.token_url, env.audience, entur_fake.client_id)
+    aged = Token(
+        first.stdout.strip(), expires_at=0.0, expires_at_wall=time.time() + 30, lifetime=86400
+    )
+    data = TokenCodec(Secret(entur_fake.client_secret), key).encode(aged)
+    store = FileTokenStore(tmp_path / "cache" / "entur-oauth" / "tokens.json")
+    anyio.run(partial(store.set, key, data, ttl=30))
+    second = run("token", env=fake_env)
+    assert second.returncode == 0, second.stderr
+    assert entur_fake.token_count == 2
+    assert second.stdout.strip() == entur_fake.all_issued_tokens[1]
+
+
+def test_token_help_recommends_header_with_a_file_descriptor(base_env: dict[str, str]) -> None:
+    """'token --help' shows curl -H @<(entur-oauth token --header), never the form that puts
+    the token on curl's command line."""
+    result = run("token", "--help", env=base_env)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "curl -H @<(entur-oauth token --header)" in text
+    assert "$(entur-oauth token)" not in text
+    assert "Bearer $(" not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("prod", "production"),
+        ("produktion", "production"),
+        ("stage", "staging"),
+        ("stagin", "staging"),
+        ("deb", "dev"),
+        ("fake", None),
+        ("acme-test", None),
+    ],
+)
+def test_custom_environment_named_like_a_builtin_warns(
+    fake_env: dict[str, str], entur_fake: FakeEntur, name: str, meant: str | None
+) -> None:
+    """'--environment prod' with ENTUR_TOKEN_URL & co. set uses the custom environment, and
+    warns 'did you mean production?' when the name is one edit from a built-in one or a
+    usual abbreviation; other custom names get no warning."""
+    result = run("--environment", name, "token", "--no-cache", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    assert entur_fake.token_count == 1  # the custom environment was used
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    if meant is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert f"did you mean {meant}?" in warnings[0]
+        assert f"--environment {meant}" in warnings[0]
 
 
 def test_token_cache_file_option(fake_env: dict[str, str], tmp_path: Path) -> None:
@@ -411,7 +524,8 @@ def test_builtin_environment_is_used_instead_of_custom_variables() -> None:
     """The settings the CLI builds for --environment staging are Entur staging's."""
     import argparse
 
-    from entur_oauth._cli import _Redactor, _settings
+    from entur_oauth._cli._output import Redactor as _Redactor
+    from entur_oauth._cli._settings import load as _settings
 
     args = argparse.Namespace(environment="staging", client_name=None, client_secret_file=None)
     custom = {
@@ -427,7 +541,9 @@ def test_builtin_environment_is_used_instead_of_custom_variables() -> None:
         for name, value in custom.items():
             mp.setenv(name, value)
         settings = _settings(args, _Redactor())
-    assert settings.environment == "staging"
+    assert not isinstance(settings.environment, str)
+    assert settings.environment.name == "staging"
+    assert settings.environment.token_url == "https://partner.staging.entur.org/oauth/token"
 
 
 def test_rejected_credentials_exit_3(
@@ -721,7 +837,7 @@ def test_main_in_process_commands_and_exit_codes(
 
 def test_redactor_removes_secrets_bearer_tokens_and_jwts() -> None:
     """The --verbose filter and error printer redact what must never be shown."""
-    from entur_oauth._cli import _Redactor
+    from entur_oauth._cli._output import Redactor as _Redactor
 
     redactor = _Redactor()
     redactor.add("s3cret-value")
@@ -729,3 +845,65 @@ def test_redactor_removes_secrets_bearer_tokens_and_jwts() -> None:
         "secret=s3cret-value auth='Bearer abc.def-ghi' jwt=eyJhbGciOi.eyJzdWIiOi.sig end"
     )
     assert text == ("secret=[redacted] auth='Bearer [redacted]' jwt=[redacted token] end")
+
+
+def test_environment_is_resolved_once_per_call(
+    entur_fake: FakeEntur,
+    entur_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """One CLI call looks the environment up once: the settings hand the client an
+    Environment, not a name to look up again (in-process, counting the look-ups)."""
+    import entur_oauth._config
+    import entur_oauth._environments
+    from entur_oauth._cli import main
+
+    looked_up: list[str] = []
+    real = entur_oauth._environments.get_environment
+
+    def counting(name: str) -> entur_oauth._environments.Environment:
+        looked_up.append(name)
+        return real(name)
+
+    monkeypatch.setattr(entur_oauth._config, "get_environment", counting)
+    monkeypatch.setattr(entur_oauth._environments, "get_environment", counting)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for argv in (["token", "--no-cache"], ["token"], ["check"], ["request", "GET", "/x"]):
+        looked_up.clear()
+        assert main(argv) == 0, capsys.readouterr().err
+        assert looked_up == ["fake"], argv
+    looked_up.clear()
+    monkeypatch.delenv("ENTUR_CLIENT_NAME")  # stop before the network
+    assert main(["--environment", "staging", "token"]) == 2
+    assert looked_up == ["staging"]
+
+
+def test_client_name_warning_is_shown_once(fake_env: dict[str, str], entur_fake: FakeEntur) -> None:
+    """A client name of the wrong form is checked once per call: one warning line, and
+    the command still works."""
+    result = run("--client-name", "AcmeApp", "token", "--no-cache", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert "'AcmeApp' is not of the form '<company>-<application>'" in warnings[0]
+
+
+def test_version_option_reads_the_metadata(base_env: dict[str, str]) -> None:
+    """--version prints the installed version (read only when asked)."""
+    from importlib.metadata import version
+
+    result = run("--version", env=base_env)
+    assert result.returncode == 0
+    assert result.stdout == f"entur-oauth {version('entur-oauth')}\n"
+
+
+def test_unknown_environment_suggests_the_builtin_one(base_env: dict[str, str]) -> None:
+    """'--environment prod' without custom variables is an unknown environment (exit 2),
+    and the message suggests production."""
+    env = {**base_env, "ENTUR_CLIENT_ID": "id", "ENTUR_CLIENT_SECRET": "s"}
+    result = run("--environment", "prod", "token", env={**env, "ENTUR_CLIENT_NAME": "a-b"})
+    assert result.returncode == 2
+    assert "Unknown Entur environment 'prod'" in result.stderr
+    assert "Did you mean production?" in result.stderr

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +51,80 @@ def run_example(
         timeout=timeout,
         check=False,
     )
+
+
+def run_instructions(name: str) -> list[list[str]]:
+    """The commands an example's docstring tells a user to run (python or uvicorn lines)."""
+    docstring = ast.get_docstring(ast.parse((EXAMPLES / name).read_text())) or ""
+    commands = []
+    for line in docstring.splitlines():
+        text = line.partition("  #")[0].strip()
+        if text.startswith(("python ", "uvicorn ")):
+            commands.append(shlex.split(text))
+    return commands
+
+
+def copied(name: str, where: Path) -> Path:
+    """Copy ``examples/NAME`` alone into a new folder, as a user starting a project would."""
+    folder = where / "project"
+    folder.mkdir(exist_ok=True)
+    target = folder / name
+    shutil.copy(EXAMPLES / name, target)
+    return target
+
+
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name != "fastapi_backend.py")
+OPEN_API = {"geocoder.py", "journey_planner.py"}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_run_instructions_work_from_a_copy_of_the_example(
+    served: tuple[FakeEntur, dict[str, str]], tmp_path: Path, name: str
+) -> None:
+    """Each example's docstring command, run in a folder holding only a copy of the file,
+    exits 0 against the fake (no 'examples/' path in the instructions)."""
+    _, env = served
+    commands = run_instructions(name)
+    assert commands, f"{name}: no 'python {name} ...' line in the docstring"
+    copy = copied(name, tmp_path)
+    for command in commands:
+        assert command[:2] == ["python", name], command
+        result = subprocess.run(
+            [sys.executable, "-W", "error", *command[1:]],
+            cwd=copy.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"{name}: {command}\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("name", [*SCRIPTS, "fastapi_backend.py"])
+def test_without_settings_each_example_says_one_line(tmp_path: Path, name: str) -> None:
+    """With no ENTUR_* variables an example exits non-zero with one line on stderr: no
+    traceback, no private module path; the open-API ones ask only for ENTUR_CLIENT_NAME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENTUR_")}
+    env.update(NO_NETWORK)
+    copy = copied(name, tmp_path)
+    if name == "fastapi_backend.py":
+        pytest.importorskip("fastapi")
+        command = [sys.executable, "-m", "uvicorn", "fastapi_backend:app", "--port", "0"]
+    else:
+        command = [sys.executable, "-W", "error", name]
+    result = subprocess.run(
+        command, cwd=copy.parent, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{name}: ")
+    assert "ENTUR_CLIENT_NAME" in lines[0]
+    assert "entur_oauth._" not in lines[0]
+    if name in OPEN_API:
+        assert "ENTUR_CLIENT_ID" not in lines[0]
+        assert "ENTUR_CLIENT_SECRET" not in lines[0]
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
@@ -164,23 +240,22 @@ def _wait_until_up(url: str, process: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a subprocess")
-def test_fastapi_backend_shares_one_client(served: tuple[FakeEntur, dict[str, str]]) -> None:
+def test_fastapi_backend_shares_one_client(
+    served: tuple[FakeEntur, dict[str, str]], tmp_path: Path
+) -> None:
     """A real uvicorn process serves the example: endpoints share the lifespan's client (one
-    token for all calls), Entur errors become 502, and shutdown closes the client."""
+    token for all calls), Entur errors become 502, and shutdown closes the client. It runs
+    from a copy of the file elsewhere, with the docstring's command."""
     pytest.importorskip("fastapi")
     fake, env = served
     port = _free_port()
+    # The docstring's command, run where a user who copied the file would run it.
+    (command,) = run_instructions("fastapi_backend.py")
+    assert command == ["uvicorn", "fastapi_backend:app", "--port", "8000"]
+    copy = copied("fastapi_backend.py", tmp_path)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "fastapi_backend:app",
-            "--app-dir",
-            str(EXAMPLES),
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", *command[:-1], str(port)],
+        cwd=copy.parent,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

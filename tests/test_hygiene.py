@@ -165,3 +165,40 @@ async def test_secret_echoed_by_the_token_endpoint_is_still_redacted() -> None:
         with pytest.raises(TokenRequestError, match="redacted") as info:
             await client.get("/x")
     assert SENTINEL_SECRET not in str(info.value)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_license_file_is_mit_and_packaged() -> None:
+    """The repository has the MIT LICENSE that pyproject.toml declares and ships."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "LICENSE"), encoding="utf-8") as file:
+        text = file.read()
+    assert text.startswith("MIT License")
+    assert "WITHOUT WARRANTY OF ANY KIND" in text
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as file:
+        project = tomllib.load(file)["project"]
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+
+
+def test_version_is_written_in_one_place() -> None:
+    """pyproject.toml holds the version; the package reads it from the metadata and no
+    module of entur_oauth spells a version of its own."""
+    import re
+    import tomllib
+    from importlib.metadata import version
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as file:
+        declared = tomllib.load(file)["project"]["version"]
+    assert entur_oauth.__version__ == version("entur-oauth") == declared
+    package = os.path.dirname(entur_oauth.__file__)
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as file:
+                    source = file.read()
+                assert not re.search(r"__version__\s*=\s*['\"]", source), name
+                assert declared not in source, name

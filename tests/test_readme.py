@@ -24,6 +24,7 @@ Rules for README authors:
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -37,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from entur_oauth.testing import FakeEntur
@@ -296,3 +298,127 @@ def test_readme_fake_server_transcript_matches_the_real_output() -> None:
     assert match, printed[0]
     port = match[1]
     assert printed == [line.replace("8765", port) for line in expected]
+
+
+# -- the README's word on the fake, checked against the fake ------------------------------
+
+_TOKEN_OK = "`POST /oauth/token` with the right id, secret and audience"
+_GRAPHQL = "`POST /journey-planner/v3/graphql` with `samples=True`"
+
+
+def _fake_table() -> dict[str, str]:
+    """The README's 'What the fake answers' table: request -> status column."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("What the fake answers")
+    rows: dict[str, str] = {}
+    for line in text[start:].splitlines()[1:]:
+        if rows and not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] not in {"request", "---"}:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+async def _ask(fake: FakeEntur, row: str) -> list[httpx2.Response]:
+    """Send what a README row describes to ``fake``; its answers (several for some rows)."""
+    async with httpx2.AsyncClient(transport=fake.transport(), base_url="http://fake") as http:
+
+        async def token(**changes: str) -> httpx2.Response:
+            body = {
+                "grant_type": "client_credentials",
+                "client_id": fake.client_id,
+                "client_secret": fake.client_secret,
+                "audience": fake.audience,
+                **changes,
+            }
+            return await http.post("/oauth/token", json=body, headers={"ET-Client-Name": "a-b"})
+
+        valid = {
+            "ET-Client-Name": "a-b",
+            "Authorization": f"Bearer {(await token()).json()['access_token']}",
+        }
+        fake.reset()
+        if row == _TOKEN_OK:
+            return [await token()]
+        if row == "`POST /oauth/token` with a wrong id or secret":
+            return [await token(client_secret="wrong"), await token(client_id="wrong")]
+        if row == "`POST /oauth/token` for another audience":
+            return [await token(audience="https://elsewhere.test")]
+        if row == "an API path without `ET-Client-Name`":
+            return [
+                await http.get(
+                    "/geocoder/v1/autocomplete", headers={"Authorization": valid["Authorization"]}
+                )
+            ]
+        if row == "a partner API path without a token, or with a revoked or expired one":
+            answers = [await http.get("/sales/v1/offers", headers={"ET-Client-Name": "a-b"})]
+            fake.revoke_all()
+            answers.append(await http.get("/sales/v1/offers", headers=valid))
+            return answers
+        if row == "a partner API path with a valid token":
+            return [await http.get("/sales/v1/offers", headers=valid)]
+        if row == "`/geocoder/...` or `/journey-planner/...` without a token":
+            named = {"ET-Client-Name": "a-b"}
+            return [
+                await http.get("/geocoder/v1/x", headers=named),
+                await http.get("/journey-planner/v3/x", headers=named),
+            ]
+        if row == "`/forbidden/...` with a valid token":
+            return [await http.get("/forbidden/reports", headers=valid)]
+        if row == _GRAPHQL:
+            graphql = "/journey-planner/v3/graphql"
+            named = {"ET-Client-Name": "a-b"}
+            return [
+                await http.post(
+                    graphql, json={"query": "{ serverInfo { version } }"}, headers=named
+                ),
+                await http.post(
+                    graphql,
+                    json={"query": "{ trip(from: {}) { tripPatterns { duration } } }"},
+                    headers=named,
+                ),
+            ]
+    raise AssertionError(f"README row {row!r} has no check here: add one")
+
+
+@pytest.mark.anyio
+async def test_readme_table_of_the_fakes_answers_matches_the_fake() -> None:
+    """Each row of the README's 'What the fake answers' table is sent to a FakeEntur, which
+    answers with the status the README gives (and the body it describes)."""
+    rows = _fake_table()
+    assert len(rows) >= 8
+    for row, said in rows.items():
+        fake = FakeEntur(samples=row == _GRAPHQL)
+        answers = await _ask(fake, row)
+        status = int(re.match(r"\d{3}", said)[0])  # type: ignore[index]
+        assert [r.status_code for r in answers] == [status] * len(answers), row
+        if "access_denied" in said:
+            assert all(r.json()["error"] == "access_denied" for r in answers), row
+        if row == _TOKEN_OK:
+            assert answers[0].json()["access_token"].startswith("eyJ")
+        if row == _GRAPHQL:
+            assert answers[0].json()["data"] == {
+                "serverInfo": {"version": "fake-entur", "otpVersion": "2.x"}
+            }
+            assert "tripPatterns" in answers[1].json()["data"]["trip"]
+
+
+def test_readme_graphql_command_gets_server_info(
+    readme_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The README's `entur-oauth request POST /journey-planner/v3/graphql` line, run against
+    the fake, prints Journey Planner's serverInfo, as its query asks."""
+    lines = [
+        line
+        for block in extract_blocks(README.read_text(encoding="utf-8"))
+        if block.kind == "console"
+        for line in console_commands(block.code)
+        if "serverInfo" in line
+    ]
+    assert lines, "README.md shows no serverInfo query"
+    script = Path(sys.executable).with_name("entur-oauth")
+    for line in lines:
+        result = _run([str(script), *shlex.split(line)[1:]], readme_env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["data"]["serverInfo"]["version"]

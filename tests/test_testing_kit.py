@@ -373,3 +373,57 @@ def test_plugin_documents_its_fixtures(tmp_path: Path) -> None:
     for name in ("entur_clock", "entur_fake", "entur_client", "entur_fake_url", "entur_env"):
         assert f"{name} -- " in result.stdout or f"\n{name}\n" in result.stdout, name
     assert "a real loopback port" in result.stdout
+
+
+def test_loading_the_plugin_imports_nothing_heavy(tmp_path: Path) -> None:
+    """Every pytest run where entur-oauth is installed loads the plugin: loading it (and the
+    entur_oauth package) imports no httpx2, authlib, anyio or cryptography; a fixture's
+    first use does."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import entur_oauth._pytest_plugin as plugin
+        heavy = ("httpx2", "authlib", "anyio", "cryptography")
+        print(sorted({m.split(".")[0] for m in sys.modules} & set(heavy)))
+        plugin.entur_fake.__wrapped__(plugin.entur_clock.__wrapped__())
+        print(sorted({m.split(".")[0] for m in sys.modules} & set(heavy)))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    loaded, used = result.stdout.splitlines()
+    assert loaded == "[]"
+    assert "httpx2" in used
+    assert "anyio" in used
+
+
+def test_a_users_pytest_run_that_uses_no_fixture_loads_nothing_heavy(tmp_path: Path) -> None:
+    """In a real pytest run of a project that never uses the fixtures, the plugin is loaded
+    and neither httpx2, authlib nor cryptography is (anyio's own plugin is turned off, as it
+    imports anyio itself)."""
+    (tmp_path / "test_plain.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+
+            def test_nothing_heavy():
+                assert "entur_oauth._pytest_plugin" in sys.modules
+                heavy = {"httpx2", "authlib", "cryptography", "anyio"}
+                assert not heavy & {name.split(".")[0] for name in sys.modules}
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTUR_", "PYTEST_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:anyio"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
