@@ -17,6 +17,7 @@ import redis
 
 from entur_oauth import ConfigurationError, EnturClient, MemoryTokenStore, RedisTokenStore
 from entur_oauth._codec import TokenCodec, store_key
+from entur_oauth._redis_store import slot_keys
 from entur_oauth._secrets import Secret
 from entur_oauth.testing import FakeEntur
 
@@ -79,14 +80,14 @@ async def test_get_set_delete_and_compare_and_delete(redis_url: str, raw: redis.
     assert await store.get("k") is None
     await store.set("k", b"\x00sealed\xff", ttl=60)
     assert await store.get("k") == b"\x00sealed\xff"
-    assert 0 < raw.pttl("k") <= 60_000
+    assert 0 < raw.pttl("{k}") <= 60_000
     await store.delete("k", expected=b"another value")
     assert await store.get("k") == b"\x00sealed\xff"
     await store.delete("k", expected=b"\x00sealed\xff")
     assert await store.get("k") is None
     await store.set("k", b"v", ttl=60)
     await store.delete("k")
-    assert raw.exists("k") == 0
+    assert raw.exists("{k}") == 0
 
 
 async def test_lease_is_exclusive_and_released_only_by_its_owner(
@@ -96,21 +97,21 @@ async def test_lease_is_exclusive_and_released_only_by_its_owner(
     store = RedisTokenStore(redis_url, lease_ttl=30, poll_interval=0.01, wait_timeout=0.2)
     lease = store.lock("k")
     await lease.__aenter__()
-    owner = raw.get("k:lease")
+    owner = raw.get("{k}:lease")
     assert owner is not None
-    assert 0 < raw.pttl("k:lease") <= 30_000
+    assert 0 < raw.pttl("{k}:lease") <= 30_000
     with pytest.raises(TimeoutError):
         async with store.lock("k"):
             pytest.fail("took a lease that was held")
     # The lease "expires" and another process takes it; the first holder then exits.
-    raw.delete("k:lease")
-    raw.set("k:lease", b"successor", px=30_000)
+    raw.delete("{k}:lease")
+    raw.set("{k}:lease", b"successor", px=30_000)
     await lease.__aexit__(None, None, None)
-    assert raw.get("k:lease") == b"successor"
-    raw.delete("k:lease")
+    assert raw.get("{k}:lease") == b"successor"
+    raw.delete("{k}:lease")
     async with store.lock("k"):
-        assert raw.get("k:lease") not in (None, owner)
-    assert raw.exists("k:lease") == 0
+        assert raw.get("{k}:lease") not in (None, owner)
+    assert raw.exists("{k}:lease") == 0
 
 
 async def test_waiter_picks_up_the_token_the_holder_writes(
@@ -123,9 +124,9 @@ async def test_waiter_picks_up_the_token_the_holder_writes(
     waiting_polls = 0
     try_lease = store._try_lease
 
-    def counting_try_lease(lease_key: str, owner: str, key: str) -> tuple[bool, bytes | None]:
+    def counting_try_lease(key: str, owner: str) -> tuple[bool, bytes | None]:
         nonlocal waiting_polls
-        acquired, value = try_lease(lease_key, owner, key)
+        acquired, value = try_lease(key, owner)
         waiting_polls += not acquired
         return acquired, value
 
@@ -149,7 +150,7 @@ async def test_waiter_picks_up_the_token_the_holder_writes(
             await store.set(key, sealed, ttl=60)
             with anyio.fail_after(2):
                 await done.wait()
-            assert raw.exists(f"{key}:lease") == 1  # still held: the waiter did not need it
+            assert raw.exists(slot_keys(key)[1]) == 1  # still held: the waiter did not need it
     assert results == [200]
     assert fake.token_count == 1  # only the other client's fetch
     assert client._manager is not None
@@ -182,7 +183,7 @@ async def test_lease_is_renewed_during_a_fetch_longer_than_its_ttl(
             tg.start_soon(run, second)
     assert statuses == [200, 200]
     assert fake.token_count == 1
-    assert raw.exists(f"{key_of(fake)}:lease") == 0  # released, and not renewed after that
+    assert raw.exists(slot_keys(key_of(fake))[1]) == 0  # released, and not renewed after that
 
 
 async def test_waiter_takes_a_token_written_before_its_first_poll(
@@ -203,14 +204,14 @@ async def test_waiter_takes_a_token_written_before_its_first_poll(
     async def get_then_holder_writes(k: str) -> bytes | None:
         value = await get(k)
         if value is None:
-            raw.set(key, sealed, px=60_000)  # the "holder" writes right after this read
+            raw.set(slot_keys(key)[0], sealed, px=60_000)  # the "holder" writes right after this read
         return value
 
     monkeypatch.setattr(store, "get", get_then_holder_writes)
     async with store.lock(key), fake.client(token_store=store) as client:
         with anyio.fail_after(1):  # well before wait_timeout
             assert await call(client) == 200
-        assert raw.exists(f"{key}:lease") == 1  # still held: the client did not need it
+        assert raw.exists(slot_keys(key)[1]) == 1  # still held: the client did not need it
     assert fake.token_count == 1  # only the other client's fetch
     assert client._manager is not None
     assert client._manager.fetches == 0
@@ -225,8 +226,8 @@ async def test_a_hung_holder_stops_renewing_after_wait_timeout(
     store = RedisTokenStore(redis_url, lease_ttl=0.3, wait_timeout=0.6)
     async with store.lock("k"):
         await anyio.sleep(0.5)
-        assert raw.exists("k:lease") == 1  # renewed past its 0.3 s TTL
-        await eventually(lambda: raw.exists("k:lease") == 0, within=3)
+        assert raw.exists("{k}:lease") == 1  # renewed past its 0.3 s TTL
+        await eventually(lambda: raw.exists("{k}:lease") == 0, within=3)
 
 
 async def test_cancelled_holder_and_waiter_leave_no_lease(redis_url: str, raw: redis.Redis) -> None:
@@ -235,12 +236,12 @@ async def test_cancelled_holder_and_waiter_leave_no_lease(redis_url: str, raw: r
     with anyio.move_on_after(0.1):
         async with store.lock("k"):
             await anyio.sleep_forever()
-    assert raw.exists("k:lease") == 0
+    assert raw.exists("{k}:lease") == 0
     async with store.lock("k"):
         with anyio.move_on_after(0.1):
             async with store.lock("k"):
                 pytest.fail("took a lease that was held")
-    assert raw.exists("k:lease") == 0
+    assert raw.exists("{k}:lease") == 0
 
 
 def test_configuration_errors_and_repr(redis_server: RedisServer) -> None:
@@ -329,7 +330,7 @@ async def test_redis_holds_neither_token_nor_secret_and_a_rotated_secret_misses(
     async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
         token = await client.get_access_token()
     keys = raw.keys("*")
-    assert keys == [key_of(fake).encode()]  # the lease is gone, the token stays
+    assert keys == [slot_keys(key_of(fake))[0].encode()]  # the lease is gone, the token stays
     for blob in (*keys, *(raw.get(k) or b"" for k in keys)):
         assert token.encode() not in blob
         assert token.split(".")[1].encode() not in blob
@@ -346,11 +347,11 @@ async def test_corrupt_entry_is_refetched_and_overwritten(
     fake: FakeEntur, redis_url: str, raw: redis.Redis
 ) -> None:
     """Garbage under the key: the client fetches and stores a good token in its place."""
-    raw.set(key_of(fake), b"\x00garbage")
+    raw.set(slot_keys(key_of(fake))[0], b"\x00garbage")
     async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
         assert await call(client) == 200
     assert fake.token_count == 1
-    assert raw.get(key_of(fake)) != b"\x00garbage"
+    assert raw.get(slot_keys(key_of(fake))[0]) != b"\x00garbage"
     async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
         assert await call(client) == 200
     assert fake.token_count == 1
@@ -425,7 +426,7 @@ async def test_lease_held_too_long_falls_back_to_own_fetch(
     fake: FakeEntur, redis_url: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A lease another process never releases: after wait_timeout this client fetches alone."""
-    raw.set(f"{key_of(fake)}:lease", b"someone-else", px=60_000)
+    raw.set(slot_keys(key_of(fake))[1], b"someone-else", px=60_000)
     store = RedisTokenStore(redis_url, wait_timeout=0.3, poll_interval=0.02)
     async with fake.client(token_store=store) as client:
         started = anyio.current_time()
@@ -435,7 +436,7 @@ async def test_lease_held_too_long_falls_back_to_own_fetch(
     assert fake.token_count == 1
     (warning,) = store_warnings(caplog)
     assert "lock failed (TimeoutError" in warning
-    assert raw.get(f"{key_of(fake)}:lease") == b"someone-else"
+    assert raw.get(slot_keys(key_of(fake))[1]) == b"someone-else"
 
 
 # -- a lease holder killed mid-fetch -------------------------------------------------------
