@@ -218,6 +218,23 @@ async def test_waiter_takes_a_token_written_before_its_first_poll(
     assert store_warnings(caplog) == []
 
 
+async def test_old_holders_renewal_never_extends_a_successors_lease(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """The lease expired under a holder and another process took it: the old holder's
+    renewal (an owner-checked PEXPIRE) must leave the successor's lease to expire on time."""
+    store = RedisTokenStore(redis_url, lease_ttl=0.3, wait_timeout=30)
+    lease_key = slot_keys("k")[1]
+    async with store.lock("k"):
+        # The holder renews every 0.1 s. Its lease "expires" and a successor takes it for
+        # 0.2 s: an unchecked PEXPIRE would keep pushing that to 0.3 s, so it never expired.
+        raw.delete(lease_key)
+        raw.set(lease_key, b"successor", px=200)
+        await eventually(lambda: raw.exists(lease_key) == 0, within=1.5)
+        await anyio.sleep(0.3)  # three more renewal intervals: still nothing to extend
+        assert raw.exists(lease_key) == 0
+
+
 async def test_a_hung_holder_stops_renewing_after_wait_timeout(
     redis_url: str, raw: redis.Redis
 ) -> None:
