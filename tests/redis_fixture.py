@@ -313,6 +313,10 @@ class SentinelGroup:
             _, port = client.sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
+    def wait_for_failover(self) -> None:
+        """Wait until the sentinels name the replica as the primary."""
+        wait_until(lambda: self.primary_port() == self.replica.port, "the failover")
+
     def stop(self) -> None:
         """Stop the sentinels, then the servers."""
         for node in [*self.sentinels, *self.servers]:

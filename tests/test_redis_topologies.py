@@ -120,3 +120,136 @@ def test_cluster_configuration_errors_and_repr(redis_cluster: Cluster) -> None:
         assert repr(RedisTokenStore(client)).startswith("RedisTokenStore(cluster 127.0.0.1:")
     finally:
         client.close()
+
+
+def move_slot(cluster: Cluster, key: str, *, finish: bool) -> None:
+    """Migrate ``key``'s slot (and the keys in it) to another node, as a resharding does.
+
+    Unfinished, the old node answers ASK for keys already moved; finished, every node
+    names the new owner and the old one answers MOVED.
+    """
+    from redis.crc import key_slot
+
+    slot = key_slot(key.encode())
+    source = cluster.node_for(key)
+    target = next(n for n in cluster.nodes if n is not source)
+    with source.client() as src, target.client() as dst:
+        source_id, target_id = src.cluster("myid"), dst.cluster("myid")
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+        if keys:
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        if finish:
+            for node in cluster.nodes:
+                with node.client() as client:
+                    client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
+
+async def test_slot_migration_ask_and_moved_are_followed(
+    fake: FakeEntur, fresh_redis_cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store whose slot map is stale follows ASK (mid-migration) and MOVED (after it):
+    it reads the migrated token, and takes the lease, fetches and writes on the new node,
+    with no warning and no extra token request."""
+    cluster = fresh_redis_cluster
+    token_key = slot_keys(key_of(fake))[0]
+    store = RedisTokenStore(cluster.url, cluster=True)  # its slot map: the slot's old node
+    async with fake.client(token_store=store) as client:
+        assert await call(client) == 200
+    move_slot(cluster, token_key, finish=False)
+    async with fake.client(token_store=store) as client:
+        assert await call(client) == 200  # ASK: the token is on the importing node
+    assert fake.token_count == 1
+    move_slot(cluster, token_key, finish=True)
+    with cluster.client() as raw:
+        raw.delete(token_key)
+    async with fake.client(token_store=store) as client:
+        assert await call(client) == 200  # MOVED: lease, fetch, write, release
+    assert fake.token_count == 2
+    new_home = cluster.node_for(token_key)
+    with new_home.client() as node:
+        assert node.exists(token_key) == 1
+        assert node.exists(slot_keys(key_of(fake))[1]) == 0
+    assert store_warnings(caplog) == []
+
+
+async def test_cluster_node_that_stops_costs_a_warning_and_an_own_fetch(
+    fake: FakeEntur, fresh_redis_cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node serving the token's slot is SIGKILLed: clients log warnings and fetch on
+    their own, quickly; none fails. Once the node is back, the store is used again."""
+    cluster = fresh_redis_cluster
+    token_key = slot_keys(key_of(fake))[0]
+    home = cluster.node_for(token_key)
+    alive = next(n for n in cluster.nodes if n is not home)
+    url = alive.url.removesuffix("/0")
+    async with fake.client(token_store=RedisTokenStore(url, cluster=True)) as client:
+        assert await call(client) == 200
+    home.kill()
+    started = anyio.current_time()
+    for _ in range(2):  # a new store (slot map read from a live node), then the same again
+        async with fake.client(token_store=RedisTokenStore(url, cluster=True)) as client:
+            assert await call(client) == 200
+    elapsed = anyio.current_time() - started
+    assert fake.token_count == 3
+    assert store_warnings(caplog)
+    assert fake.client_secret not in caplog.text
+    assert elapsed < 10  # a few refused connections and retries, not a hang
+    home.restart()
+    cluster.wait_ok()
+    caplog.clear()
+    async with fake.client(token_store=RedisTokenStore(url, cluster=True)) as client:
+        assert await call(client) == 200
+    async with fake.client(token_store=RedisTokenStore(url, cluster=True)) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 4  # stored again, and taken by the last client
+    print(f"\ncluster node down: 2 clients served in {elapsed:.2f} s")
+
+
+# -- Sentinel ------------------------------------------------------------------------------
+
+
+def sentinel_store(group: SentinelGroup, **options: float) -> RedisTokenStore:
+    """A store on the primary that the sentinels name, as the README shows it."""
+    from .redis_fixture import SERVICE
+
+    sentinel = Sentinel(group.addresses, socket_timeout=0.5)
+    primary = sentinel.master_for(
+        SERVICE, socket_timeout=0.5, retry=Retry(NoBackoff(), 1), client_name="entur-oauth"
+    )
+    return RedisTokenStore(primary, **options)
+
+
+async def test_sentinel_primary_shares_one_fetch(
+    fake: FakeEntur, redis_sentinel: SentinelGroup
+) -> None:
+    """Stores on ``Sentinel(...).master_for(name)`` clients share one token request; the
+    repr names the service, not an address that a failover changes."""
+    stores = [sentinel_store(redis_sentinel) for _ in range(3)]
+    assert repr(stores[0]) == "RedisTokenStore(sentinel entur)"
+    await share_one_fetch(fake, *stores)
+    with redis_sentinel.primary.client() as primary:
+        assert primary.exists(slot_keys(key_of(fake))[0]) == 1
+
+
+async def test_after_a_failover_the_replicated_token_is_still_used(
+    fake: FakeEntur, redis_sentinel: SentinelGroup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stored token reached the replica; the primary is SIGKILLed and the sentinels
+    promote the replica: the same store follows them and a new client takes the token."""
+    group = redis_sentinel
+    store = sentinel_store(group)
+    async with fake.client(token_store=store) as client:
+        assert await call(client) == 200
+    with group.primary.client() as primary:
+        assert primary.wait(1, 2000) == 1  # the replica has the token
+    killed = time.monotonic()
+    group.primary.kill()
+    await anyio.to_thread.run_sync(group.wait_for_failover)
+    failover = time.monotonic() - killed
+    async with fake.client(token_store=store) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 1
+    assert store_warnings(caplog) == []
+    print(f"\nsentinel failover took {failover:.2f} s")
