@@ -204,7 +204,8 @@ async def test_waiter_takes_a_token_written_before_its_first_poll(
     async def get_then_holder_writes(k: str) -> bytes | None:
         value = await get(k)
         if value is None:
-            raw.set(slot_keys(key)[0], sealed, px=60_000)  # the "holder" writes right after this read
+            # The "holder" writes right after this read.
+            raw.set(slot_keys(key)[0], sealed, px=60_000)
         return value
 
     monkeypatch.setattr(store, "get", get_then_holder_writes)

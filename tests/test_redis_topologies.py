@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -77,7 +75,8 @@ def test_token_and_lease_keys_share_a_hash_slot() -> None:
 
     key = store_key("https://auth.example/oauth/token", "https://api.example", "client")
     token_key, lease_key = slot_keys(key)
-    assert token_key.startswith("entur-oauth:{") and lease_key == f"{token_key}:lease"
+    assert token_key.startswith("entur-oauth:{")
+    assert lease_key == f"{token_key}:lease"
     assert key_slot(token_key.encode()) == key_slot(lease_key.encode())
     assert key_slot(token_key.encode()) == key_slot(key.removeprefix("entur-oauth:").encode())
 
