@@ -209,15 +209,15 @@ async def test_cluster_node_that_stops_costs_a_warning_and_an_own_fetch(
 # -- Sentinel ------------------------------------------------------------------------------
 
 
-def sentinel_store(group: SentinelGroup, **options: float) -> RedisTokenStore:
+def sentinel_store(group: SentinelGroup) -> RedisTokenStore:
     """A store on the primary that the sentinels name, as the README shows it."""
     from .redis_fixture import SERVICE
 
-    sentinel = Sentinel(group.addresses, socket_timeout=0.5)
-    primary = sentinel.master_for(
+    sentinel = Sentinel(group.addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
+    primary = sentinel.master_for(  # type: ignore[no-untyped-call]
         SERVICE, socket_timeout=0.5, retry=Retry(NoBackoff(), 1), client_name="entur-oauth"
     )
-    return RedisTokenStore(primary, **options)
+    return RedisTokenStore(primary)
 
 
 async def test_sentinel_primary_shares_one_fetch(
