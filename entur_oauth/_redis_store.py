@@ -132,6 +132,10 @@ class RedisTokenStore:
         # The value each key held at this store's latest get(): a waiter for the lease that
         # then finds another value knows a new token was written since (see _Lease).
         self._last_read: dict[str, bytes | None] = {}
+        # The token a waiter's last poll found (and when), handed to the get() that follows
+        # instead of a second round trip: that read would fail in a failover as the polls
+        # do, and the process would then fetch a token of its own.
+        self._polled: dict[str, tuple[bytes, float]] = {}
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
@@ -154,7 +158,13 @@ class RedisTokenStore:
         Raises:
             redis.RedisError: Redis is unreachable, slow or refused the command.
         """
-        value = await anyio.to_thread.run_sync(self._get, key)
+        polled = self._polled.pop(key, None)
+        # Fresh only: the manager reads right after the lease returns (a leftover of a read
+        # that never came must not stand in for Redis later).
+        if polled is not None and time.monotonic() - polled[1] < 1.0:
+            value: bytes | None = polled[0]
+        else:
+            value = await anyio.to_thread.run_sync(self._get, key)
         self._last_read[key] = value
         return value
 
@@ -381,6 +391,7 @@ class _Lease:
                     # lease, instead of queueing for the lease one process at a time. (If
                     # this process cannot use that token, say after a secret rotation, it
                     # fetches without the lease: one extra fetch, never a wrong token.)
+                    store._polled[self._key] = (value, time.monotonic())
                     return
             if anyio.current_time() >= deadline:
                 raise TimeoutError(
