@@ -24,7 +24,6 @@ from entur_oauth.testing import FakeEntur
 from ._faults import eventually
 from .conftest import LoopbackServer, free_port
 from .fleet_worker import HoldFirstTokenRequest, Worker
-from .test_file_store import revoked_token_is_not_reused
 
 if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
     from .redis_fixture import RedisServer
@@ -248,20 +247,6 @@ async def test_a_hung_holder_stops_renewing_after_wait_timeout(
         await eventually(lambda: raw.exists("{k}:lease") == 0, within=3)
 
 
-async def test_cancelled_holder_and_waiter_leave_no_lease(redis_url: str, raw: redis.Redis) -> None:
-    """Cancelling a holder releases its lease (shielded); a cancelled waiter leaves none."""
-    store = RedisTokenStore(redis_url, poll_interval=0.01)
-    with anyio.move_on_after(0.1):
-        async with store.lock("k"):
-            await anyio.sleep_forever()
-    assert raw.exists("{k}:lease") == 0
-    async with store.lock("k"):
-        with anyio.move_on_after(0.1):
-            async with store.lock("k"):
-                pytest.fail("took a lease that was held")
-    assert raw.exists("{k}:lease") == 0
-
-
 def test_configuration_errors_and_repr(redis_server: RedisServer) -> None:
     """Bad URLs, asyncio or decoding clients are refused; repr shows no password."""
     with pytest.raises(ConfigurationError, match="not a Redis URL") as info:
@@ -322,25 +307,6 @@ def test_redis_store_is_public_with_redis_installed() -> None:
 # -- the client with a Redis store ---------------------------------------------------------
 
 
-async def test_clients_sharing_redis_make_one_fetch(fake: FakeEntur, redis_url: str) -> None:
-    """Clients with their own store objects on one Redis share one fetch."""
-    statuses: list[int] = []
-    async with (
-        fake.client(token_store=RedisTokenStore(redis_url)) as first,
-        fake.client(token_store=RedisTokenStore(redis_url)) as second,
-    ):
-
-        async def run(client: EnturClient) -> None:
-            statuses.append(await call(client))
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(run, first)
-                tg.start_soon(run, second)
-    assert statuses == [200] * 6
-    assert fake.token_count == 1
-
-
 async def test_redis_holds_neither_token_nor_secret_and_a_rotated_secret_misses(
     fake: FakeEntur, redis_url: str, raw: redis.Redis
 ) -> None:
@@ -373,35 +339,6 @@ async def test_corrupt_entry_is_refetched_and_overwritten(
     async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
         assert await call(client) == 200
     assert fake.token_count == 1
-
-
-async def test_rejected_token_is_replaced_once_for_everyone(
-    fake: FakeEntur, redis_url: str
-) -> None:
-    """The API rejects the shared token (401): one new fetch serves both clients."""
-    async with (
-        fake.client(token_store=RedisTokenStore(redis_url)) as first,
-        fake.client(token_store=RedisTokenStore(redis_url)) as second,
-    ):
-        assert [await call(first), await call(second)] == [200, 200]
-        fake.revoke_all()
-        statuses: list[int] = []
-
-        async def run(client: EnturClient) -> None:
-            statuses.append(await call(client))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run, first)
-            tg.start_soon(run, second)
-    assert statuses == [200, 200]
-    assert fake.token_count == 2
-
-
-async def test_rejected_token_deleted_from_redis_even_when_its_replacement_fails(
-    fake: FakeEntur, redis_url: str
-) -> None:
-    """After a 401 and a failed refetch, a fresh client does not send the rejected token."""
-    await revoked_token_is_not_reused(fake, lambda: RedisTokenStore(redis_url))
 
 
 async def test_redis_down_the_client_fetches_its_own_token(
