@@ -31,6 +31,8 @@ __all__ = [
     "redis_cluster",
     "redis_cluster_session",
     "redis_sentinel",
+    "redis_sentinel_session",
+    "redis_sentinel_shared",
     "redis_server",
     "redis_url",
 ]
@@ -321,6 +323,23 @@ class SentinelGroup:
         """Stop the sentinels, then the servers."""
         for node in [*self.sentinels, *self.servers]:
             node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """One Sentinel group for the session; use :func:`redis_sentinel_shared` in tests."""
+    group = SentinelGroup(_binary("redis-server"), tmp_path_factory.mktemp("sentinel"))
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def redis_sentinel_shared(redis_sentinel_session: SentinelGroup) -> Iterator[SentinelGroup]:
+    """The session's Sentinel group, emptied before and after, for tests that kill nothing."""
+    with redis_sentinel_session.primary.client() as client:
+        client.flushall()
+        yield redis_sentinel_session
+        client.flushall()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -221,14 +222,14 @@ def sentinel_store(group: SentinelGroup) -> RedisTokenStore:
 
 
 async def test_sentinel_primary_shares_one_fetch(
-    fake: FakeEntur, redis_sentinel: SentinelGroup
+    fake: FakeEntur, redis_sentinel_shared: SentinelGroup
 ) -> None:
     """Stores on ``Sentinel(...).master_for(name)`` clients share one token request; the
     repr names the service, not an address that a failover changes."""
-    stores = [sentinel_store(redis_sentinel) for _ in range(3)]
+    stores = [sentinel_store(redis_sentinel_shared) for _ in range(3)]
     assert repr(stores[0]) == "RedisTokenStore(sentinel entur)"
     await share_one_fetch(fake, *stores)
-    with redis_sentinel.primary.client() as primary:
+    with redis_sentinel_shared.primary.client() as primary:
         assert primary.exists(slot_keys(key_of(fake))[0]) == 1
 
 
@@ -252,3 +253,92 @@ async def test_after_a_failover_the_replicated_token_is_still_used(
     assert fake.token_count == 1
     assert store_warnings(caplog) == []
     print(f"\nsentinel failover took {failover:.2f} s")
+
+
+# -- the README's ACL lines ----------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+ACL_USER, ACL_PASSWORD = "entur-oauth", "long-random-password"
+
+
+def readme_acl(topology: str) -> list[str]:
+    """The ``ACL SETUSER`` line of the README's section on ``topology``."""
+    heading = {"redis": "### Many hosts", "cluster": "#### Redis Cluster"}
+    heading["sentinel"] = "#### Redis Sentinel"
+    section = ""
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            section = line
+        elif line.startswith("redis> ACL SETUSER") and section.startswith(heading[topology]):
+            words = line.removeprefix("redis> ").split()
+            assert words[2:5] == [ACL_USER, "on", f">{ACL_PASSWORD}"]
+            return words
+    raise AssertionError(f"no ACL line for {topology} in the README")
+
+
+def acl_store(topology: str, request: pytest.FixtureRequest, **options: float) -> RedisTokenStore:
+    """A store that logs in as the README's ACL user, on ``topology``'s real servers."""
+    if topology == "cluster":
+        cluster: Cluster = request.getfixturevalue("redis_cluster")
+        servers = cluster.nodes
+        url = f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{servers[0].port}"
+        make = lambda: RedisTokenStore(url, cluster=True, **options)  # noqa: E731
+    elif topology == "sentinel":
+        group: SentinelGroup = request.getfixturevalue("redis_sentinel_shared")
+        servers = group.servers
+        sentinel = Sentinel(group.addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
+
+        def make() -> RedisTokenStore:
+            primary = sentinel.master_for(  # type: ignore[no-untyped-call]
+                "entur", username=ACL_USER, password=ACL_PASSWORD, socket_timeout=0.5
+            )
+            return RedisTokenStore(primary, **options)
+    else:
+        server = request.getfixturevalue("redis_server")
+        request.getfixturevalue("redis_url")  # empty
+        servers = [server]
+        url = f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{server.port}/0"
+        make = lambda: RedisTokenStore(url, **options)  # noqa: E731
+    for server in servers:
+        with server.client() as admin:
+            admin.execute_command(*readme_acl(topology))
+        request.addfinalizer(lambda port=server.port: drop_acl_user(port))
+    return make()
+
+
+def drop_acl_user(port: int) -> None:
+    """Remove the README's ACL user from the server on ``port``."""
+    with redis.Redis(port=port) as admin:
+        admin.acl_deluser(ACL_USER)
+
+
+@pytest.mark.parametrize("topology", ["redis", "cluster", "sentinel"])
+async def test_readme_acl_lets_the_store_do_everything(
+    topology: str,
+    fake: FakeEntur,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As the README's ACL user, the store does all it does: takes, renews (a fetch three
+    times its lease) and releases the lease, reads and writes the token, and deletes a
+    rejected one; no command is refused (a refused renewal would let a second fetch in)."""
+    fake.delay_token(1.0)
+    options = {"lease_ttl": 0.3, "wait_timeout": 10, "poll_interval": 0.02}
+    first = acl_store(topology, request, **options)
+    second = acl_store(topology, request, **options)
+    async with fake.client(token_store=first) as a, fake.client(token_store=second) as b:
+        statuses: list[int] = []
+
+        async def run(client: EnturClient) -> None:
+            statuses.append(await call(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, a)
+            await anyio.sleep(0.2)
+            tg.start_soon(run, b)
+        assert fake.token_count == 1  # the lease was renewed, so b waited for a's token
+        fake.revoke_all()
+        assert [await call(a), await call(b)] == [200, 200]
+    assert statuses == [200, 200]
+    assert fake.token_count == 2  # the rejected token was replaced once, for both
+    assert store_warnings(caplog) == []
