@@ -156,6 +156,46 @@ async def test_waiter_picks_up_the_token_the_holder_writes(
     assert client._manager.fetches == 0
 
 
+async def test_waiter_keeps_waiting_through_redis_errors_then_takes_the_token(
+    fake: FakeEntur,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis fails while a client waits for another process's fetch (a failover): the
+    client keeps polling, logs one warning, and takes the holder's token when Redis is
+    back, instead of fetching its own."""
+    store = RedisTokenStore(redis_url, poll_interval=0.01)
+    key = key_of(fake)
+    sealed = await sealed_token_from_another_client(fake, key)
+    polls = 0
+    try_lease = store._try_lease
+
+    def failing_try_lease(key: str, owner: str) -> tuple[bool, bytes | None]:
+        nonlocal polls
+        polls += 1
+        if 2 <= polls <= 6:  # after the client's first poll found the lease held
+            raise redis.ConnectionError("Connection refused")
+        return try_lease(key, owner)
+
+    statuses: list[int] = []
+    async with store.lock(key), fake.client(token_store=store) as client:
+        # Failing from here: the holder (this test) has its lease.
+        monkeypatch.setattr(store, "_try_lease", failing_try_lease)
+
+        async def waiter() -> None:
+            statuses.append(await call(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await eventually(lambda: polls > 6)
+            await store.set(key, sealed, ttl=60)
+    assert statuses == [200]
+    assert fake.token_count == 1  # only the other client's fetch
+    (warning,) = store_warnings(caplog)
+    assert "still waiting" in warning
+
+
 async def test_lease_is_renewed_during_a_fetch_longer_than_its_ttl(
     fake: FakeEntur, redis_url: str, raw: redis.Redis
 ) -> None:
