@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -92,6 +93,14 @@ class RedisServer:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it holds its sockets but answers nothing."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Start the server again on the same port with the same options."""

@@ -255,6 +255,31 @@ async def test_after_a_failover_the_replicated_token_is_still_used(
     print(f"\nsentinel failover took {failover:.2f} s")
 
 
+async def test_after_a_failover_a_token_the_replica_never_got_is_fetched_once(
+    fake: FakeEntur, redis_sentinel: SentinelGroup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The token was written to the primary but never reached the replica (frozen with
+    SIGSTOP, its replication link cut); the primary dies and the replica is promoted: the
+    next client misses the token and fetches exactly once, then it is shared again."""
+    group = redis_sentinel
+    store = sentinel_store(group)
+    group.replica.pause()
+    with group.primary.client() as primary:
+        primary.client_kill_filter(_type="replica")
+    try:
+        async with fake.client(token_store=store) as client:
+            assert await call(client) == 200
+        group.primary.kill()
+    finally:
+        group.replica.resume()
+    await anyio.to_thread.run_sync(group.wait_for_failover)
+    for _ in range(2):
+        async with fake.client(token_store=store) as client:
+            assert await call(client) == 200
+    assert fake.token_count == 2  # the lost token's, then one for everyone after
+    assert store_warnings(caplog) == []
+
+
 # -- the README's ACL lines ----------------------------------------------------------------
 
 README = Path(__file__).resolve().parents[1] / "README.md"
