@@ -148,16 +148,19 @@ class SentinelGroup:
         """The sentinels as ``host:port,...``."""
         return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
 
-    def primary_port(self) -> int:
-        """The port of the primary the sentinels name now."""
-        import redis
-
-        with redis.Redis(port=self.sentinels[0].port) as client:
-            return int(client.sentinel_get_master_addr_by_name(SERVICE)[1])
-
     def wait_for_failover(self) -> None:
-        """Wait until the sentinels name the replica."""
-        _wait(lambda: self.primary_port() == self.replica.port, "the failover")
+        """Wait until a client asking the sentinels (as redis-py does) finds the replica
+        promoted."""
+        from redis.sentinel import Sentinel
+
+        addresses = [("127.0.0.1", s.port) for s in self.sentinels]
+        sentinel = Sentinel(addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
+
+        def promoted() -> bool:
+            host_port = sentinel.discover_master(SERVICE)  # type: ignore[no-untyped-call]
+            return bool(host_port[1] == self.replica.port)
+
+        _wait(promoted, "the failover")
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 from .conftest import free_port
 
@@ -325,8 +326,15 @@ class SentinelGroup:
         return int(port)
 
     def wait_for_failover(self) -> None:
-        """Wait until the sentinels name the replica as the primary."""
-        wait_until(lambda: self.primary_port() == self.replica.port, "the failover")
+        """Wait until a client asking the sentinels (as redis-py does) finds the replica
+        promoted: the sentinels name it, and see it up and reporting itself primary."""
+        sentinel = Sentinel(self.addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
+
+        def promoted() -> bool:
+            host_port = sentinel.discover_master(SERVICE)  # type: ignore[no-untyped-call]
+            return bool(host_port[1] == self.replica.port)
+
+        wait_until(promoted, "the failover")
 
     def stop(self) -> None:
         """Stop the sentinels, then the servers."""

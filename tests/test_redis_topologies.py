@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import anyio
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -301,34 +303,34 @@ def readme_acl(topology: str) -> list[str]:
     raise AssertionError(f"no ACL line for {topology} in the README")
 
 
-def acl_store(topology: str, request: pytest.FixtureRequest, **options: float) -> RedisTokenStore:
-    """A store that logs in as the README's ACL user, on ``topology``'s real servers."""
+def acl_store(topology: str, request: pytest.FixtureRequest) -> RedisTokenStore:
+    """A store that logs in as the README's ACL user, on ``topology``'s real servers, with
+    a lease that needs renewing during a slow fetch."""
     if topology == "cluster":
         cluster: Cluster = request.getfixturevalue("redis_cluster")
         servers = cluster.nodes
-        url = f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{servers[0].port}"
-        make = lambda: RedisTokenStore(url, cluster=True, **options)  # noqa: E731
     elif topology == "sentinel":
         group: SentinelGroup = request.getfixturevalue("redis_sentinel_shared")
         servers = group.servers
-        sentinel = Sentinel(group.addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
-
-        def make() -> RedisTokenStore:
-            primary = sentinel.master_for(  # type: ignore[no-untyped-call]
-                "entur", username=ACL_USER, password=ACL_PASSWORD, socket_timeout=0.5
-            )
-            return RedisTokenStore(primary, **options)
     else:
-        server = request.getfixturevalue("redis_server")
         request.getfixturevalue("redis_url")  # empty
-        servers = [server]
-        url = f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{server.port}/0"
-        make = lambda: RedisTokenStore(url, **options)  # noqa: E731
+        servers = [request.getfixturevalue("redis_server")]
     for server in servers:
         with server.client() as admin:
             admin.execute_command(*readme_acl(topology))
-        request.addfinalizer(lambda port=server.port: drop_acl_user(port))
-    return make()
+        request.addfinalizer(functools.partial(drop_acl_user, server.port))
+    url = f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{servers[0].port}"
+    client: redis.Redis | RedisCluster
+    if topology == "cluster":
+        client = RedisCluster.from_url(url, socket_timeout=1)
+    elif topology == "sentinel":
+        sentinel = Sentinel(group.addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
+        client = sentinel.master_for(  # type: ignore[no-untyped-call]
+            "entur", username=ACL_USER, password=ACL_PASSWORD, socket_timeout=0.5
+        )
+    else:
+        client = redis.Redis.from_url(url, socket_timeout=1)
+    return RedisTokenStore(client, lease_ttl=0.3, wait_timeout=10, poll_interval=0.02)
 
 
 def drop_acl_user(port: int) -> None:
@@ -348,9 +350,7 @@ async def test_readme_acl_lets_the_store_do_everything(
     times its lease) and releases the lease, reads and writes the token, and deletes a
     rejected one; no command is refused (a refused renewal would let a second fetch in)."""
     fake.delay_token(1.0)
-    options = {"lease_ttl": 0.3, "wait_timeout": 10, "poll_interval": 0.02}
-    first = acl_store(topology, request, **options)
-    second = acl_store(topology, request, **options)
+    first, second = acl_store(topology, request), acl_store(topology, request)
     async with fake.client(token_store=first) as a, fake.client(token_store=second) as b:
         statuses: list[int] = []
 
