@@ -12,6 +12,13 @@ a successor's. While the fetch runs, the holder renews the lease every third of 
 (an owner-checked PEXPIRE), since a fetch with retries can outlast it. Waiters poll for the
 lease and, in the same round trip, for the token the holder writes; if the holder dies, its
 renewal dies too, its lease expires and exactly one waiter takes it over.
+
+Topologies: a single Redis, a Sentinel-managed primary (any ``redis.Redis``, such as
+``Sentinel.master_for``) or a Redis Cluster (``RedisCluster``, or a URL with
+``cluster=True``). The token and its lease share a hash tag, so each command, pipeline and
+script touches one slot. Through a failover, a waiter keeps polling past Redis errors (the
+holder's token, or its lease's expiry, then shows on the new primary); only a process
+that finds Redis down before it waits fetches on its own.
 """
 
 from __future__ import annotations

@@ -319,12 +319,6 @@ class SentinelGroup:
         with self.replica.client() as client:
             return bool(client.info("replication")["master_link_status"] == "up")
 
-    def primary_port(self) -> int:
-        """The port of the primary that the sentinels currently name."""
-        with self.sentinels[0].client() as client:
-            _, port = client.sentinel_get_master_addr_by_name(SERVICE)
-        return int(port)
-
     def wait_for_failover(self) -> None:
         """Wait until a client asking the sentinels (as redis-py does) finds the replica
         promoted: the sentinels name it, and see it up and reporting itself primary."""
