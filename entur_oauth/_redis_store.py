@@ -32,7 +32,7 @@ import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import anyio
 
@@ -42,6 +42,7 @@ try:
     import redis
     from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
+    from redis.commands.core import Script
     from redis.connection import parse_url
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import RedisError
@@ -134,7 +135,7 @@ class RedisTokenStore:
                 "must be positive numbers of seconds."
             )
         self._connect, self._where = _connector(url_or_client, cluster, socket_timeout)
-        self._client: redis.Redis | RedisCluster | None = None
+        self._connected: _Connected | None = None
         self._connect_guard = threading.Lock()
         # The value each key held at this store's latest get(): a waiter for the lease that
         # then finds another value knows a new token was written since (see _Lease).
@@ -147,15 +148,18 @@ class RedisTokenStore:
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
 
-    def _redis(self) -> redis.Redis | RedisCluster:
-        """The client, connected on first use (in a worker thread: a cluster connects)."""
+    def _redis(self) -> _Connected:
+        """The client and its scripts, made on first use (in a worker thread: a cluster
+        client connects when it is made)."""
         with self._connect_guard:
-            if self._client is None:
+            if self._connected is None:
                 client = self._connect()
-                self._compare_and_delete = client.register_script(_COMPARE_AND_DELETE)
-                self._compare_and_pexpire = client.register_script(_COMPARE_AND_PEXPIRE)
-                self._client = client
-            return self._client
+                self._connected = _Connected(
+                    client,
+                    client.register_script(_COMPARE_AND_DELETE),
+                    client.register_script(_COMPARE_AND_PEXPIRE),
+                )
+            return self._connected
 
     # -- TokenStore ----------------------------------------------------------------------
 
@@ -201,22 +205,22 @@ class RedisTokenStore:
     # -- blocking helpers, run in a worker thread ----------------------------------------
 
     def _get(self, key: str) -> bytes | None:
-        return cast("bytes | None", self._redis().get(slot_keys(key)[0]))
+        return cast("bytes | None", self._redis().client.get(slot_keys(key)[0]))
 
     def _set(self, key: str, value: bytes, ttl: float) -> None:
-        self._redis().set(slot_keys(key)[0], value, px=max(1, math.ceil(ttl * 1000)))
+        self._redis().client.set(slot_keys(key)[0], value, px=max(1, math.ceil(ttl * 1000)))
 
     def _delete(self, key: str, expected: bytes | None) -> None:
-        client, redis_key = self._redis(), slot_keys(key)[0]
+        redis_key = slot_keys(key)[0]
         if expected is None:
-            client.delete(redis_key)
+            self._redis().client.delete(redis_key)
         else:
-            self._compare_and_delete(keys=[redis_key], args=[expected])
+            self._redis().compare_and_delete(keys=[redis_key], args=[expected])
 
     def _try_lease(self, key: str, owner: str) -> tuple[bool, bytes | None]:
         """Try to take the lease and read the token, in one round trip (one slot)."""
         token_key, lease_key = slot_keys(key)
-        pipe = self._redis().pipeline(transaction=False)
+        pipe = self._redis().client.pipeline(transaction=False)
         pipe.set(lease_key, owner, nx=True, px=max(1, math.ceil(self.lease_ttl * 1000)))
         # Reading the lease back covers a SET that succeeded but whose reply was lost and
         # retried: the retry fails NX, yet the lease is ours.
@@ -226,14 +230,13 @@ class RedisTokenStore:
         return bool(created) or holder == owner.encode(), cast("bytes | None", value)
 
     def _release(self, key: str, owner: str) -> None:
-        self._redis()
-        self._compare_and_delete(keys=[slot_keys(key)[1]], args=[owner])
+        self._redis().compare_and_delete(keys=[slot_keys(key)[1]], args=[owner])
 
     def _renew(self, key: str, owner: str) -> bool:
         """Extend the lease to a full ``lease_ttl`` if ``owner`` still holds it."""
-        self._redis()
         ttl_ms = max(1, math.ceil(self.lease_ttl * 1000))
-        return bool(self._compare_and_pexpire(keys=[slot_keys(key)[1]], args=[owner, ttl_ms]))
+        renew = self._redis().compare_and_pexpire
+        return bool(renew(keys=[slot_keys(key)[1]], args=[owner, ttl_ms]))
 
     def _renew_until(self, stop: threading.Event, key: str, owner: str) -> None:
         """Extend the lease every third of its TTL until ``stop`` is set or it is lost.
@@ -254,6 +257,14 @@ class RedisTokenStore:
                 continue
             if not renewed:
                 return  # lost (it expired anyway): never extend a successor's lease
+
+
+class _Connected(NamedTuple):
+    """A store's client and the scripts registered on it."""
+
+    client: redis.Redis | RedisCluster
+    compare_and_delete: Script
+    compare_and_pexpire: Script
 
 
 def slot_keys(key: str) -> tuple[str, str]:
