@@ -267,7 +267,7 @@ async def test_after_a_failover_a_token_the_replica_never_got_is_fetched_once(
     store = sentinel_store(group)
     group.replica.pause()
     with group.primary.client() as primary:
-        primary.client_kill_filter(_type="replica")
+        primary.execute_command("CLIENT KILL", "TYPE", "replica")
     try:
         async with fake.client(token_store=store) as client:
             assert await call(client) == 200
