@@ -45,7 +45,7 @@ try:
     from redis.commands.core import Script
     from redis.connection import parse_url
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without redis
     raise ImportError(
@@ -435,7 +435,7 @@ class _Lease:
             # the fleet would wait out a lease nobody holds.
             self._owner = owner
             await self._release(quiet=True)
-            if not (tolerate and isinstance(exc, RedisError)):
+            if not (tolerate and isinstance(exc, (RedisError, RedisClusterException))):
                 raise
             if anyio.current_time() >= deadline:
                 raise
