@@ -169,8 +169,11 @@ def sentinel_group() -> Iterator[SentinelGroup]:
     import redis
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        primary = stack.enter_context(_node())
-        replica = stack.enter_context(_node("--replicaof", "127.0.0.1", str(primary.port)))
+        # A replica saves the snapshot its primary sends it: into tmp, not the cwd.
+        primary = stack.enter_context(_node("--dir", tmp))
+        replica = stack.enter_context(
+            _node("--dir", tmp, "--replicaof", "127.0.0.1", str(primary.port))
+        )
         sentinels = []
         for i in range(3):
             conf = Path(tmp) / f"sentinel-{i}.conf"

@@ -285,11 +285,15 @@ class SentinelGroup:
     """A primary, a replica and 3 sentinels (quorum 2) that fail over in about a second."""
 
     def __init__(self, server: str, workdir: Path) -> None:
-        self.primary = RedisServer(server)
+        # A replica saves the snapshot its primary sends it: into workdir, not the cwd.
+        where = ("--dir", str(workdir))
+        self.primary = RedisServer(server, *where)
         self.servers = [self.primary]
         self.sentinels: list[RedisServer] = []
         try:
-            self.replica = RedisServer(server, "--replicaof", "127.0.0.1", str(self.primary.port))
+            self.replica = RedisServer(
+                server, *where, "--replicaof", "127.0.0.1", str(self.primary.port)
+            )
             self.servers.append(self.replica)
             for i in range(3):
                 conf = workdir / f"sentinel-{i}.conf"
