@@ -12,18 +12,27 @@ a successor's. While the fetch runs, the holder renews the lease every third of 
 (an owner-checked PEXPIRE), since a fetch with retries can outlast it. Waiters poll for the
 lease and, in the same round trip, for the token the holder writes; if the holder dies, its
 renewal dies too, its lease expires and exactly one waiter takes it over.
+
+Topologies: a single Redis, a Sentinel-managed primary (any ``redis.Redis``, such as
+``Sentinel.master_for``) or a Redis Cluster (``RedisCluster``, or a URL with
+``cluster=True``). The token and its lease share a hash tag, so each command, pipeline and
+script touches one slot. Through a failover, a waiter keeps polling past Redis errors (the
+holder's token, or its lease's expiry, then shows on the new primary); only a process
+that finds Redis down before it waits fetches on its own.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import secrets
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import anyio
 
@@ -32,7 +41,11 @@ from ._errors import ConfigurationError
 try:
     import redis
     from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.commands.core import Script
+    from redis.connection import parse_url
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException, RedisError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without redis
     raise ImportError(
@@ -64,23 +77,31 @@ return 0
 
 _UNSEEN = object()
 
+logger = logging.getLogger("entur_oauth")
+
 
 class RedisTokenStore:
     """Tokens shared by a fleet of processes on many hosts through Redis.
 
     Values are sealed (AES-GCM, key derived from the client secret) before they reach
     Redis, so a reader of the key learns nothing usable. Keys are
-    ``entur-oauth:<hash of token URL, audience, client id>`` and, while a fetch runs,
-    ``...:lease``.
+    ``entur-oauth:{<hash of token URL, audience, client id>}`` and, while a fetch runs,
+    ``...:lease``; the braces are a Redis Cluster hash tag, so both keys of one client live
+    in one hash slot and every command and script touches a single slot.
 
     When Redis is down or slow every call fails within ``socket_timeout``, and the client
     logs a warning and uses a token of its own: Redis saves token requests, it is never
-    needed to make one.
+    needed to make one. A process already waiting for another's fetch when Redis fails
+    (a Sentinel or Cluster failover) keeps waiting, up to ``wait_timeout``.
 
     Args:
         url_or_client: A Redis URL (``redis://``, ``rediss://``, ``unix://``) or a
-            synchronous ``redis.Redis`` client (created with ``decode_responses=False``;
-            its own timeouts and retries then apply).
+            synchronous client created with ``decode_responses=False``: ``redis.Redis``
+            (also from ``redis.sentinel.Sentinel(...).master_for(name)``) or
+            ``redis.cluster.RedisCluster``; its own timeouts and retries then apply.
+        cluster: The URL names one node of a Redis Cluster (``redis.cluster.RedisCluster``
+            is used; it connects on first use, so a cluster that is down when the store
+            is built costs warnings, not a crash).
         lease_ttl: Seconds a fetch lease lasts unless renewed; its holder renews it every
             third of that while its fetch runs (for up to ``wait_timeout``). It is how long
             the others wait if the holder dies mid-fetch.
@@ -95,8 +116,9 @@ class RedisTokenStore:
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | redis.Redis | RedisCluster,
         *,
+        cluster: bool = False,
         lease_ttl: float = 15.0,
         wait_timeout: float | None = None,
         poll_interval: float = 0.05,
@@ -112,54 +134,32 @@ class RedisTokenStore:
                 "RedisTokenStore: lease_ttl, wait_timeout, poll_interval and socket_timeout "
                 "must be positive numbers of seconds."
             )
-        given: object = url_or_client  # checked at run time too: callers may be untyped
-        if isinstance(given, str):
-            try:
-                client = redis.Redis.from_url(
-                    given,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=socket_timeout,
-                    # One immediate retry on a dropped connection (a pooled socket that
-                    # Redis closed on restart); none on timeouts, so a slow Redis fails
-                    # fast and the client falls back to its own fetch.
-                    retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                )
-            except ValueError:
-                # Not the URL itself in the message: it may hold a password.
-                raise ConfigurationError(
-                    "RedisTokenStore: not a Redis URL; use redis://[:password@]host:port/db, "
-                    "rediss://... for TLS, or unix:///path/to/socket."
-                ) from None
-        elif isinstance(given, redis.Redis):
-            client = given
-        else:
-            hint = (
-                " redis.asyncio clients run on asyncio only; pass the synchronous "
-                "redis.Redis (this store calls it from a worker thread)."
-                if type(given).__module__.startswith("redis.asyncio")
-                else ""
-            )
-            raise ConfigurationError(
-                "RedisTokenStore takes a Redis URL or a redis.Redis client, not "
-                f"{type(given).__name__}.{hint}"
-            )
-        self._kwargs: dict[str, Any] = dict(
-            getattr(client.connection_pool, "connection_kwargs", {})
-        )
-        if self._kwargs.get("decode_responses"):
-            raise ConfigurationError(
-                "RedisTokenStore needs a client with decode_responses=False: tokens are "
-                "stored as encrypted bytes."
-            )
-        self._client = client
-        self._compare_and_delete = client.register_script(_COMPARE_AND_DELETE)
-        self._compare_and_pexpire = client.register_script(_COMPARE_AND_PEXPIRE)
+        self._connect, self._where = _connector(url_or_client, cluster, socket_timeout)
+        self._connected: _Connected | None = None
+        self._connect_guard = threading.Lock()
         # The value each key held at this store's latest get(): a waiter for the lease that
         # then finds another value knows a new token was written since (see _Lease).
         self._last_read: dict[str, bytes | None] = {}
+        # The token a waiter's last poll found (and when), handed to the get() that follows
+        # instead of a second round trip: that read would fail in a failover as the polls
+        # do, and the process would then fetch a token of its own.
+        self._polled: dict[str, tuple[bytes, float]] = {}
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
+
+    def _redis(self) -> _Connected:
+        """The client and its scripts, made on first use (in a worker thread: a cluster
+        client connects when it is made)."""
+        with self._connect_guard:
+            if self._connected is None:
+                client = self._connect()
+                self._connected = _Connected(
+                    client,
+                    client.register_script(_COMPARE_AND_DELETE),
+                    client.register_script(_COMPARE_AND_PEXPIRE),
+                )
+            return self._connected
 
     # -- TokenStore ----------------------------------------------------------------------
 
@@ -169,7 +169,13 @@ class RedisTokenStore:
         Raises:
             redis.RedisError: Redis is unreachable, slow or refused the command.
         """
-        value = cast("bytes | None", await anyio.to_thread.run_sync(self._client.get, key))
+        polled = self._polled.pop(key, None)
+        # Fresh only: the manager reads right after the lease returns (a leftover of a read
+        # that never came must not stand in for Redis later).
+        if polled is not None and time.monotonic() - polled[1] < 1.0:
+            value: bytes | None = polled[0]
+        else:
+            value = await anyio.to_thread.run_sync(self._get, key)
         self._last_read[key] = value
         return value
 
@@ -179,9 +185,7 @@ class RedisTokenStore:
         Raises:
             redis.RedisError: Redis is unreachable, slow or refused the command.
         """
-        await anyio.to_thread.run_sync(
-            lambda: self._client.set(key, value, px=max(1, math.ceil(ttl * 1000)))
-        )
+        await anyio.to_thread.run_sync(self._set, key, value, ttl)
 
     async def delete(self, key: str, *, expected: bytes | None = None) -> None:
         """Remove ``key``; with ``expected``, only while it still holds that value (in Lua).
@@ -189,43 +193,52 @@ class RedisTokenStore:
         Raises:
             redis.RedisError: Redis is unreachable, slow or refused the command.
         """
-        if expected is None:
-            await anyio.to_thread.run_sync(self._client.delete, key)
-        else:
-            await anyio.to_thread.run_sync(
-                lambda: self._compare_and_delete(keys=[key], args=[expected])
-            )
+        await anyio.to_thread.run_sync(self._delete, key, expected)
 
     def lock(self, key: str) -> _Lease:
         """Return the fleet-wide fetch lease for ``key``."""
         return _Lease(self, key)
 
     def __repr__(self) -> str:
-        # Host, port and database only: the URL's password stays out of every repr.
-        kw = self._kwargs
-        if "path" in kw:
-            where = f"unix://{kw['path']}"
-        else:
-            where = f"{kw.get('host', '?')}:{kw.get('port', '?')}"
-        return f"RedisTokenStore({where}, db={kw.get('db', 0)})"
+        return f"RedisTokenStore({self._where})"
 
     # -- blocking helpers, run in a worker thread ----------------------------------------
 
-    def _try_lease(self, lease_key: str, owner: str, key: str) -> tuple[bool, bytes | None]:
-        """Try to take the lease and read the token, in one round trip."""
-        pipe = self._client.pipeline(transaction=False)
+    def _get(self, key: str) -> bytes | None:
+        return cast("bytes | None", self._redis().client.get(slot_keys(key)[0]))
+
+    def _set(self, key: str, value: bytes, ttl: float) -> None:
+        self._redis().client.set(slot_keys(key)[0], value, px=max(1, math.ceil(ttl * 1000)))
+
+    def _delete(self, key: str, expected: bytes | None) -> None:
+        redis_key = slot_keys(key)[0]
+        if expected is None:
+            self._redis().client.delete(redis_key)
+        else:
+            self._redis().compare_and_delete(keys=[redis_key], args=[expected])
+
+    def _try_lease(self, key: str, owner: str) -> tuple[bool, bytes | None]:
+        """Try to take the lease and read the token, in one round trip (one slot)."""
+        token_key, lease_key = slot_keys(key)
+        pipe = self._redis().client.pipeline(transaction=False)
         pipe.set(lease_key, owner, nx=True, px=max(1, math.ceil(self.lease_ttl * 1000)))
         # Reading the lease back covers a SET that succeeded but whose reply was lost and
         # retried: the retry fails NX, yet the lease is ours.
         pipe.get(lease_key)
-        pipe.get(key)
+        pipe.get(token_key)
         created, holder, value = pipe.execute()
         return bool(created) or holder == owner.encode(), cast("bytes | None", value)
 
-    def _release(self, lease_key: str, owner: str) -> None:
-        self._compare_and_delete(keys=[lease_key], args=[owner])
+    def _release(self, key: str, owner: str) -> None:
+        self._redis().compare_and_delete(keys=[slot_keys(key)[1]], args=[owner])
 
-    def _renew_until(self, stop: threading.Event, lease_key: str, owner: str) -> None:
+    def _renew(self, key: str, owner: str) -> bool:
+        """Extend the lease to a full ``lease_ttl`` if ``owner`` still holds it."""
+        ttl_ms = max(1, math.ceil(self.lease_ttl * 1000))
+        renew = self._redis().compare_and_pexpire
+        return bool(renew(keys=[slot_keys(key)[1]], args=[owner, ttl_ms]))
+
+    def _renew_until(self, stop: threading.Event, key: str, owner: str) -> None:
         """Extend the lease every third of its TTL until ``stop`` is set or it is lost.
 
         A fetch may outlast one lease (retries, up to 10 s per attempt, against a 15 s
@@ -236,15 +249,125 @@ class RedisTokenStore:
         and fetches alone, so a holder that hangs (not dies) would only keep newcomers
         waiting; its lease then expires after one more ``lease_ttl``.
         """
-        ttl_ms = max(1, math.ceil(self.lease_ttl * 1000))
         until = time.monotonic() + self.wait_timeout
         while not stop.wait(self.lease_ttl / 3) and time.monotonic() < until:
             try:
-                renewed = self._compare_and_pexpire(keys=[lease_key], args=[owner, ttl_ms])
+                renewed = self._renew(key, owner)
             except Exception:  # noqa: S112 - retried at the next interval
                 continue
             if not renewed:
                 return  # lost (it expired anyway): never extend a successor's lease
+
+
+class _Connected(NamedTuple):
+    """A store's client and the scripts registered on it."""
+
+    client: redis.Redis | RedisCluster
+    compare_and_delete: Script
+    compare_and_pexpire: Script
+
+
+def slot_keys(key: str) -> tuple[str, str]:
+    """Return the Redis keys (token, lease) for store key ``key``, in one hash slot.
+
+    Redis Cluster hashes only the part of a key inside its first ``{...}``: tagging the
+    hash part of ``entur-oauth:<hash>`` puts the token and its lease in one slot, so the
+    lease round trip and every script run on one node.
+    """
+    if "{" not in key:
+        prefix, colon, name = key.rpartition(":")
+        key = f"{prefix}{colon}{{{name}}}"
+    return key, f"{key}:lease"
+
+
+def _connector(
+    given: object, cluster: bool, socket_timeout: float
+) -> tuple[Callable[[], redis.Redis | RedisCluster], str]:
+    """Check what the store was given; return (how to get its client, where, for repr).
+
+    Raises:
+        ConfigurationError: Not a usable URL or synchronous client.
+    """
+    if isinstance(given, str):
+        return _url_connector(given, cluster, socket_timeout)
+    if cluster:
+        raise ConfigurationError(
+            "RedisTokenStore: cluster=True applies to a URL; pass a RedisCluster client as is."
+        )
+    if isinstance(given, RedisCluster):
+        _check_decoding(given.get_connection_kwargs())  # type: ignore[no-untyped-call]
+        node = given.get_default_node()  # type: ignore[no-untyped-call]
+        where = f"cluster {node.host}:{node.port}" if node is not None else "cluster"
+        return lambda: given, where
+    if isinstance(given, redis.Redis):
+        pool = given.connection_pool
+        _check_decoding(pool.connection_kwargs)
+        service = getattr(pool, "service_name", None)
+        if service is not None:  # a Sentinel-managed primary: its address changes
+            return lambda: given, f"sentinel {service}"
+        return lambda: given, _describe(pool.connection_kwargs)
+    hint = (
+        " redis.asyncio clients run on asyncio only; pass the synchronous redis.Redis or "
+        "redis.cluster.RedisCluster (this store calls it from a worker thread)."
+        if type(given).__module__.startswith("redis.asyncio")
+        else ""
+    )
+    raise ConfigurationError(
+        "RedisTokenStore takes a Redis URL, a redis.Redis or a redis.cluster.RedisCluster "
+        f"client, not {type(given).__name__}.{hint}"
+    )
+
+
+def _url_connector(
+    url: str, cluster: bool, socket_timeout: float
+) -> tuple[Callable[[], redis.Redis | RedisCluster], str]:
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        # One immediate retry on a dropped connection (a pooled socket that Redis closed on
+        # restart); none on timeouts, so a slow Redis fails fast and the client falls back
+        # to its own fetch.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    }
+    try:
+        kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        client = None if cluster else redis.Redis.from_url(url, **options)
+    except ValueError:
+        # Not the URL itself in the message: it may hold a password.
+        raise ConfigurationError(
+            "RedisTokenStore: not a Redis URL; use redis://[:password@]host:port/db, "
+            "rediss://... for TLS, or unix:///path/to/socket."
+        ) from None
+    _check_decoding(kwargs)
+    if client is not None:
+        return lambda: client, _describe(client.connection_pool.connection_kwargs)
+    if "path" in kwargs or kwargs.get("db", 0) != 0:
+        raise ConfigurationError(
+            "RedisTokenStore: a Redis Cluster is reached over TCP and has database 0 only; "
+            "use redis://[:password@]host:port with cluster=True."
+        )
+    # Connecting reads the cluster's slot map, so it waits for the first use.
+    return (
+        lambda: RedisCluster.from_url(url, **options),
+        f"cluster {kwargs.get('host', '?')}:{kwargs.get('port', 6379)}",
+    )
+
+
+def _check_decoding(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            "RedisTokenStore needs a client with decode_responses=False: tokens are "
+            "stored as encrypted bytes."
+        )
+
+
+def _describe(kwargs: dict[str, Any]) -> str:
+    # Host, port and database only: the URL's password stays out of every repr.
+    if "path" in kwargs:
+        where = f"unix://{kwargs['path']}"
+    else:
+        where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+    return f"{where}, db={kwargs.get('db', 0)}"
 
 
 class _Lease:
@@ -253,9 +376,9 @@ class _Lease:
     def __init__(self, store: RedisTokenStore, key: str) -> None:
         self._store = store
         self._key = key
-        self._lease_key = f"{key}:lease"
         self._owner: str | None = None
         self._stop_renewing: threading.Event | None = None
+        self._warned = False
 
     async def __aenter__(self) -> None:
         store = self._store
@@ -269,35 +392,62 @@ class _Lease:
         # one process sharing this store may race on it; the worst case is the one below:
         # an early return to a token this client cannot use, so one extra fetch.)
         seen: object = store._last_read.get(self._key, _UNSEEN)
+        waiting = False
         while True:
-            try:
-                acquired, value = await anyio.to_thread.run_sync(
-                    store._try_lease, self._lease_key, owner, self._key
-                )
-            except BaseException:
-                # The SET may have reached Redis before the reply was lost: release it, or
-                # the fleet would wait out a lease nobody holds.
-                self._owner = owner
-                await self._release(quiet=True)
-                raise
-            if acquired:
-                self._owner = owner
-                self._start_renewing(owner)
-                return
-            if seen is _UNSEEN:
-                seen = value
-            elif value is not None and value != seen:
-                # The holder has written a new token: go and read it without the lease,
-                # instead of queueing for the lease one process at a time. (If this process
-                # cannot use that token, say after a secret rotation, it fetches without
-                # the lease: one extra fetch, never a wrong token.)
-                return
+            polled = await self._poll(owner, tolerate=waiting, deadline=deadline)
+            if polled is not None:
+                acquired, value = polled
+                if acquired:
+                    self._owner = owner
+                    self._start_renewing(owner)
+                    return
+                waiting = True
+                if seen is _UNSEEN:
+                    seen = value
+                elif value is not None and value != seen:
+                    # The holder has written a new token: go and read it without the
+                    # lease, instead of queueing for the lease one process at a time. (If
+                    # this process cannot use that token, say after a secret rotation, it
+                    # fetches without the lease: one extra fetch, never a wrong token.)
+                    store._polled[self._key] = (value, time.monotonic())
+                    return
             if anyio.current_time() >= deadline:
                 raise TimeoutError(
                     f"Waited {store.wait_timeout:.0f} s for the token fetch lease that "
                     "another process holds in Redis; fetching without it."
                 )
             await anyio.sleep(store.poll_interval * random.uniform(0.5, 1.5))  # noqa: S311
+
+    async def _poll(
+        self, owner: str, *, tolerate: bool, deadline: float
+    ) -> tuple[bool, bytes | None] | None:
+        """One try for the lease; ``None`` for a Redis error tolerated while waiting.
+
+        A waiter that saw another process hold the lease keeps waiting through Redis
+        errors until its deadline: a Sentinel or Cluster failover takes seconds, and the
+        holder's token (or its lease's expiry) is then found on the new primary. Were every
+        waiter to fetch alone instead, one failover would cost the fleet a token each.
+        """
+        try:
+            return await anyio.to_thread.run_sync(self._store._try_lease, self._key, owner)
+        except BaseException as exc:
+            # The SET may have reached Redis before the reply was lost: release it, or
+            # the fleet would wait out a lease nobody holds.
+            self._owner = owner
+            await self._release(quiet=True)
+            if not (tolerate and isinstance(exc, (RedisError, RedisClusterException))):
+                raise
+            if anyio.current_time() >= deadline:
+                raise
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "Redis failed while another process holds the token fetch lease (%s); "
+                    "still waiting for its token, up to %.0f s in all",
+                    type(exc).__name__,
+                    self._store.wait_timeout,
+                )
+            return None
 
     async def __aexit__(
         self,
@@ -315,7 +465,7 @@ class _Lease:
         stop = self._stop_renewing = threading.Event()
         threading.Thread(
             target=self._store._renew_until,
-            args=(stop, self._lease_key, owner),
+            args=(stop, self._key, owner),
             name="entur-oauth-lease-renewal",
             daemon=True,
         ).start()
@@ -336,7 +486,7 @@ class _Lease:
         # process waits until it expires. Bounded by the client's socket timeout.
         with anyio.CancelScope(shield=True):
             try:
-                await anyio.to_thread.run_sync(self._store._release, self._lease_key, owner)
+                await anyio.to_thread.run_sync(self._store._release, self._key, owner)
             except Exception:
                 if not quiet:
                     raise  # the manager logs it; the lease expires on its own

@@ -7,8 +7,11 @@ JSON object:
 
     base_url, audience, client_id, client_secret   where the fake Entur listens, and who we are
     backend          "asyncio" or "trio"
-    store            "memory", "file" or "redis"; target: the file path or the Redis URL
-    lease_ttl        Redis lease, seconds (optional)
+    store            "memory", "file", "redis", "cluster" or "sentinel"; target: the file
+                     path, the Redis URL or the URL of one cluster node
+    sentinels        for "sentinel": [[host, port], ...] of the sentinels; service: its name;
+                     name: the Redis client name (optional)
+    lease_ttl        Redis lease, seconds (optional); wait_timeout likewise
     fsize_limit      RLIMIT_FSIZE in bytes (optional): any larger write fails, as on a full disk
 
 Protocol: the worker imports everything and builds its client, prints ``ready``, waits for
@@ -53,10 +56,31 @@ def _store(config: dict[str, Any]) -> TokenStore | None:
         return None  # the client's default: this process's memory
     if kind == "file":
         return FileTokenStore(config["target"])
-    if kind == "redis":
-        from entur_oauth import RedisTokenStore
+    from entur_oauth import RedisTokenStore
 
-        return RedisTokenStore(config["target"], lease_ttl=config.get("lease_ttl", 15.0))
+    options = {
+        "lease_ttl": config.get("lease_ttl", 15.0),
+        "wait_timeout": config.get("wait_timeout"),
+    }
+    if kind in ("redis", "cluster"):
+        return RedisTokenStore(config["target"], cluster=kind == "cluster", **options)
+    if kind == "sentinel":
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+        from redis.sentinel import Sentinel
+
+        # As the README shows it: short timeouts and one immediate retry, so a dead primary
+        # costs a fast error (the store then waits or fetches) rather than a slow backoff.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [tuple(address) for address in config["sentinels"]], socket_timeout=0.5
+        )
+        primary = sentinel.master_for(  # type: ignore[no-untyped-call]
+            config["service"],
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 1),
+            client_name=config.get("name", "fleet-worker"),
+        )
+        return RedisTokenStore(primary, **options)
     raise ValueError(kind)
 
 
@@ -191,6 +215,31 @@ def _readline(process: subprocess.Popen[str], timeout: float) -> str:
     reader.start()
     reader.join(timeout)
     return lines[0] if lines else ""
+
+
+class GateTokenRequests:
+    """ASGI wrapper: token requests wait at a gate until :meth:`open`; the rest go through.
+
+    Lets a test act (kill a Redis primary) while a fleet's token request is in flight.
+    """
+
+    def __init__(self, fake: FakeEntur) -> None:
+        self.fake = fake
+        self._open = threading.Event()
+        #: Wall times at which token requests arrived.
+        self.arrivals: list[float] = []
+
+    def open(self) -> None:
+        """Let every held and later token request through."""
+        self._open.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one ASGI connection."""
+        if scope["type"] == "http" and scope["path"] == self.fake.TOKEN_PATH:
+            self.arrivals.append(time.time())
+            # A threading.Event: the test opens the gate from its own thread.
+            await anyio.to_thread.run_sync(self._open.wait)
+        await self.fake(scope, receive, send)
 
 
 class HoldFirstTokenRequest:

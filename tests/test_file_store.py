@@ -10,7 +10,6 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -20,9 +19,6 @@ from entur_oauth import (
     ConfigurationError,
     EnturClient,
     FileTokenStore,
-    RetryPolicy,
-    TokenRequestError,
-    TokenStore,
 )
 from entur_oauth._codec import store_key
 from entur_oauth.testing import FakeEntur
@@ -60,60 +56,7 @@ async def call(client: EnturClient) -> int:
     return (await client.get("/x")).status_code
 
 
-async def revoked_token_is_not_reused(
-    fake: FakeEntur, make_store: Callable[[], TokenStore]
-) -> None:
-    """The API rejects the stored token (401) and the replacement fetch fails: the store
-    must not hand the rejected token to the next client. Shared with the Redis tests."""
-    once = RetryPolicy(attempts=1)  # the scripted failure is not retried away
-    async with fake.client(token_store=make_store(), retry=once) as first:
-        assert await call(first) == 200
-        (revoked,) = fake.issued_tokens
-        fake.revoke_all()
-        fake.fail_token(500)
-        with pytest.raises(TokenRequestError):
-            await call(first)
-    sent_before = len(fake.api_requests)
-    async with fake.client(token_store=make_store(), retry=once) as fresh:
-        assert await call(fresh) == 200
-    sent = [r.headers.get("authorization", "") for r in fake.api_requests[sent_before:]]
-    assert sent
-    assert not any(revoked in header for header in sent)
-    assert fake.token_count == 3  # the first fetch, the failed one, the fresh client's
-
-
-# -- sharing -------------------------------------------------------------------------------
-
-
-async def test_rejected_token_deleted_from_the_file_even_when_its_replacement_fails(
-    fake: FakeEntur, tmp_path: Path
-) -> None:
-    """After a 401 and a failed refetch, a fresh client does not send the rejected token."""
-    await revoked_token_is_not_reused(fake, lambda: FileTokenStore(tmp_path / "tokens.json"))
-
-
-async def test_clients_sharing_a_file_make_one_fetch(fake: FakeEntur, tmp_path: Path) -> None:
-    """Clients with separate store objects on one file (as separate processes) share a fetch."""
-    path = tmp_path / "new-dir" / "tokens.json"
-    statuses: list[int] = []
-    async with (
-        fake.client(token_store=FileTokenStore(path)) as first,
-        fake.client(token_store=FileTokenStore(path)) as second,
-    ):
-
-        async def run(client: EnturClient) -> None:
-            statuses.append(await call(client))
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(run, first)
-                tg.start_soon(run, second)
-    assert statuses == [200] * 6
-    assert fake.token_count == 1
-    # A third client, started later, takes the token from the file.
-    async with fake.client(token_store=FileTokenStore(path)) as third:
-        assert await call(third) == 200
-    assert fake.token_count == 1
+# -- the file ------------------------------------------------------------------------------
 
 
 async def test_file_is_private_and_replaced_atomically(tmp_path: Path) -> None:
@@ -389,71 +332,6 @@ async def test_lock_held_too_long_falls_back_to_own_fetch(
     assert fake.token_count == 1
     (warning,) = store_warnings(caplog)
     assert "lock failed (TimeoutError" in warning
-
-
-async def test_cancelled_waiter_and_holder_leave_no_lock(tmp_path: Path) -> None:
-    """Cancelling a task waiting for, or holding, the fetch lock never leaves it taken."""
-    store = FileTokenStore(tmp_path / "tokens.json", poll_interval=0.01)
-    async with store.lock("k"):
-        with anyio.move_on_after(0.1) as scope:
-            async with store.lock("k"):
-                pytest.fail("took a lock that was held")
-        assert scope.cancelled_caught
-    with anyio.move_on_after(0.05):
-        async with store.lock("k"):
-            await anyio.sleep_forever()
-    with anyio.fail_after(2):
-        async with store.lock("k"):
-            pass
-
-
-# -- encryption ----------------------------------------------------------------------------
-
-
-async def test_file_holds_neither_token_nor_secret_and_a_rotated_secret_misses(
-    fake: FakeEntur, tmp_path: Path
-) -> None:
-    """Raw bytes (and the decoded values) hold no token or secret; another secret refetches."""
-    path = tmp_path / "tokens.json"
-    async with fake.client(token_store=FileTokenStore(path)) as client:
-        token = await client.get_access_token()
-    raw = path.read_bytes()
-    values = [base64.b64decode(e["value"]) for e in json.loads(raw)["tokens"].values()]
-    for blob in (raw, *values):
-        assert token.encode() not in blob
-        assert token.split(".")[1].encode() not in blob  # not even the JWT payload
-        assert fake.client_secret.encode() not in blob
-        assert fake.client_id.encode() not in blob
-    # The secret is rotated: the old entry cannot be decrypted, so the new client fetches.
-    fake.client_secret = "rotated-secret"
-    async with fake.client(token_store=FileTokenStore(path)) as client:
-        assert await call(client) == 200
-        assert await client.get_access_token() != token
-    assert fake.token_count == 2
-
-
-async def test_rejected_token_is_replaced_once_for_everyone(
-    fake: FakeEntur, tmp_path: Path
-) -> None:
-    """The API rejects the shared token (401): one new fetch serves both clients."""
-    path = tmp_path / "tokens.json"
-    async with (
-        fake.client(token_store=FileTokenStore(path)) as first,
-        fake.client(token_store=FileTokenStore(path)) as second,
-    ):
-        assert [await call(first), await call(second)] == [200, 200]
-        assert fake.token_count == 1
-        fake.revoke_all()
-        statuses: list[int] = []
-
-        async def run(client: EnturClient) -> None:
-            statuses.append(await call(client))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run, first)
-            tg.start_soon(run, second)
-    assert statuses == [200, 200]
-    assert fake.token_count == 2
 
 
 # -- a fetcher killed mid-fetch ------------------------------------------------------------

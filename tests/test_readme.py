@@ -14,7 +14,8 @@ Rules for README authors:
   Entur calls).
 * Put ``<!-- test-needs: redis -->`` on the line before a python block that needs a Redis:
   it runs with ``REDIS_URL`` pointing at a real, empty ``redis-server`` on loopback (skipped
-  without the binary, except in CI, as the Redis store tests are).
+  without the binary, except in CI, as the Redis store tests are); a block that names
+  ``REDIS_CLUSTER_URL`` or ``REDIS_SENTINELS`` also gets a real cluster or sentinels.
 * The ``fake-server`` transcript is checked on its own: ``entur-oauth fake-server --port 0``
   must print the README's lines, with its port for 8765.
 * Nothing reaches beyond loopback: every other address goes to a dead proxy.
@@ -162,6 +163,13 @@ def test_readme_block_runs(
     if block.needs == "redis":
         # Skipped (or failed, in CI) by the fixture when redis-server is missing.
         readme_env = {**readme_env, "REDIS_URL": request.getfixturevalue("redis_url")}
+        # The Cluster and Sentinel blocks get those too (from the Redis fixtures, which
+        # skip or fail likewise).
+        if "REDIS_CLUSTER_URL" in block.code:
+            readme_env["REDIS_CLUSTER_URL"] = request.getfixturevalue("redis_cluster").url
+        if "REDIS_SENTINELS" in block.code:
+            group = request.getfixturevalue("redis_sentinel_shared")
+            readme_env["REDIS_SENTINELS"] = ",".join(f"{h}:{p}" for h, p in group.addresses)
     elif block.needs:
         pytest.fail(f"{where}: unknown test-needs {block.needs!r}")
     if block.kind == "python":

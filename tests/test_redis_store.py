@@ -17,13 +17,13 @@ import redis
 
 from entur_oauth import ConfigurationError, EnturClient, MemoryTokenStore, RedisTokenStore
 from entur_oauth._codec import TokenCodec, store_key
+from entur_oauth._redis_store import slot_keys
 from entur_oauth._secrets import Secret
 from entur_oauth.testing import FakeEntur
 
 from ._faults import eventually
 from .conftest import LoopbackServer, free_port
 from .fleet_worker import HoldFirstTokenRequest, Worker
-from .test_file_store import revoked_token_is_not_reused
 
 if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
     from .redis_fixture import RedisServer
@@ -79,14 +79,14 @@ async def test_get_set_delete_and_compare_and_delete(redis_url: str, raw: redis.
     assert await store.get("k") is None
     await store.set("k", b"\x00sealed\xff", ttl=60)
     assert await store.get("k") == b"\x00sealed\xff"
-    assert 0 < raw.pttl("k") <= 60_000
+    assert 0 < raw.pttl("{k}") <= 60_000
     await store.delete("k", expected=b"another value")
     assert await store.get("k") == b"\x00sealed\xff"
     await store.delete("k", expected=b"\x00sealed\xff")
     assert await store.get("k") is None
     await store.set("k", b"v", ttl=60)
     await store.delete("k")
-    assert raw.exists("k") == 0
+    assert raw.exists("{k}") == 0
 
 
 async def test_lease_is_exclusive_and_released_only_by_its_owner(
@@ -96,21 +96,21 @@ async def test_lease_is_exclusive_and_released_only_by_its_owner(
     store = RedisTokenStore(redis_url, lease_ttl=30, poll_interval=0.01, wait_timeout=0.2)
     lease = store.lock("k")
     await lease.__aenter__()
-    owner = raw.get("k:lease")
+    owner = raw.get("{k}:lease")
     assert owner is not None
-    assert 0 < raw.pttl("k:lease") <= 30_000
+    assert 0 < raw.pttl("{k}:lease") <= 30_000
     with pytest.raises(TimeoutError):
         async with store.lock("k"):
             pytest.fail("took a lease that was held")
     # The lease "expires" and another process takes it; the first holder then exits.
-    raw.delete("k:lease")
-    raw.set("k:lease", b"successor", px=30_000)
+    raw.delete("{k}:lease")
+    raw.set("{k}:lease", b"successor", px=30_000)
     await lease.__aexit__(None, None, None)
-    assert raw.get("k:lease") == b"successor"
-    raw.delete("k:lease")
+    assert raw.get("{k}:lease") == b"successor"
+    raw.delete("{k}:lease")
     async with store.lock("k"):
-        assert raw.get("k:lease") not in (None, owner)
-    assert raw.exists("k:lease") == 0
+        assert raw.get("{k}:lease") not in (None, owner)
+    assert raw.exists("{k}:lease") == 0
 
 
 async def test_waiter_picks_up_the_token_the_holder_writes(
@@ -123,9 +123,9 @@ async def test_waiter_picks_up_the_token_the_holder_writes(
     waiting_polls = 0
     try_lease = store._try_lease
 
-    def counting_try_lease(lease_key: str, owner: str, key: str) -> tuple[bool, bytes | None]:
+    def counting_try_lease(key: str, owner: str) -> tuple[bool, bytes | None]:
         nonlocal waiting_polls
-        acquired, value = try_lease(lease_key, owner, key)
+        acquired, value = try_lease(key, owner)
         waiting_polls += not acquired
         return acquired, value
 
@@ -149,11 +149,51 @@ async def test_waiter_picks_up_the_token_the_holder_writes(
             await store.set(key, sealed, ttl=60)
             with anyio.fail_after(2):
                 await done.wait()
-            assert raw.exists(f"{key}:lease") == 1  # still held: the waiter did not need it
+            assert raw.exists(slot_keys(key)[1]) == 1  # still held: the waiter did not need it
     assert results == [200]
     assert fake.token_count == 1  # only the other client's fetch
     assert client._manager is not None
     assert client._manager.fetches == 0
+
+
+async def test_waiter_keeps_waiting_through_redis_errors_then_takes_the_token(
+    fake: FakeEntur,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis fails while a client waits for another process's fetch (a failover): the
+    client keeps polling, logs one warning, and takes the holder's token when Redis is
+    back, instead of fetching its own."""
+    store = RedisTokenStore(redis_url, poll_interval=0.01)
+    key = key_of(fake)
+    sealed = await sealed_token_from_another_client(fake, key)
+    polls = 0
+    try_lease = store._try_lease
+
+    def failing_try_lease(key: str, owner: str) -> tuple[bool, bytes | None]:
+        nonlocal polls
+        polls += 1
+        if 2 <= polls <= 6:  # after the client's first poll found the lease held
+            raise redis.ConnectionError("Connection refused")
+        return try_lease(key, owner)
+
+    statuses: list[int] = []
+    async with store.lock(key), fake.client(token_store=store) as client:
+        # Failing from here: the holder (this test) has its lease.
+        monkeypatch.setattr(store, "_try_lease", failing_try_lease)
+
+        async def waiter() -> None:
+            statuses.append(await call(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await eventually(lambda: polls > 6)
+            await store.set(key, sealed, ttl=60)
+    assert statuses == [200]
+    assert fake.token_count == 1  # only the other client's fetch
+    (warning,) = store_warnings(caplog)
+    assert "still waiting" in warning
 
 
 async def test_lease_is_renewed_during_a_fetch_longer_than_its_ttl(
@@ -182,7 +222,7 @@ async def test_lease_is_renewed_during_a_fetch_longer_than_its_ttl(
             tg.start_soon(run, second)
     assert statuses == [200, 200]
     assert fake.token_count == 1
-    assert raw.exists(f"{key_of(fake)}:lease") == 0  # released, and not renewed after that
+    assert raw.exists(slot_keys(key_of(fake))[1]) == 0  # released, and not renewed after that
 
 
 async def test_waiter_takes_a_token_written_before_its_first_poll(
@@ -203,18 +243,36 @@ async def test_waiter_takes_a_token_written_before_its_first_poll(
     async def get_then_holder_writes(k: str) -> bytes | None:
         value = await get(k)
         if value is None:
-            raw.set(key, sealed, px=60_000)  # the "holder" writes right after this read
+            # The "holder" writes right after this read.
+            raw.set(slot_keys(key)[0], sealed, px=60_000)
         return value
 
     monkeypatch.setattr(store, "get", get_then_holder_writes)
     async with store.lock(key), fake.client(token_store=store) as client:
         with anyio.fail_after(1):  # well before wait_timeout
             assert await call(client) == 200
-        assert raw.exists(f"{key}:lease") == 1  # still held: the client did not need it
+        assert raw.exists(slot_keys(key)[1]) == 1  # still held: the client did not need it
     assert fake.token_count == 1  # only the other client's fetch
     assert client._manager is not None
     assert client._manager.fetches == 0
     assert store_warnings(caplog) == []
+
+
+async def test_old_holders_renewal_never_extends_a_successors_lease(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """The lease expired under a holder and another process took it: the old holder's
+    renewal (an owner-checked PEXPIRE) must leave the successor's lease to expire on time."""
+    store = RedisTokenStore(redis_url, lease_ttl=0.3, wait_timeout=30)
+    lease_key = slot_keys("k")[1]
+    async with store.lock("k"):
+        # The holder renews every 0.1 s. Its lease "expires" and a successor takes it for
+        # 0.2 s: an unchecked PEXPIRE would keep pushing that to 0.3 s, so it never expired.
+        raw.delete(lease_key)
+        raw.set(lease_key, b"successor", px=200)
+        await eventually(lambda: raw.exists(lease_key) == 0, within=1.5)
+        await anyio.sleep(0.3)  # three more renewal intervals: still nothing to extend
+        assert raw.exists(lease_key) == 0
 
 
 async def test_a_hung_holder_stops_renewing_after_wait_timeout(
@@ -225,22 +283,8 @@ async def test_a_hung_holder_stops_renewing_after_wait_timeout(
     store = RedisTokenStore(redis_url, lease_ttl=0.3, wait_timeout=0.6)
     async with store.lock("k"):
         await anyio.sleep(0.5)
-        assert raw.exists("k:lease") == 1  # renewed past its 0.3 s TTL
-        await eventually(lambda: raw.exists("k:lease") == 0, within=3)
-
-
-async def test_cancelled_holder_and_waiter_leave_no_lease(redis_url: str, raw: redis.Redis) -> None:
-    """Cancelling a holder releases its lease (shielded); a cancelled waiter leaves none."""
-    store = RedisTokenStore(redis_url, poll_interval=0.01)
-    with anyio.move_on_after(0.1):
-        async with store.lock("k"):
-            await anyio.sleep_forever()
-    assert raw.exists("k:lease") == 0
-    async with store.lock("k"):
-        with anyio.move_on_after(0.1):
-            async with store.lock("k"):
-                pytest.fail("took a lease that was held")
-    assert raw.exists("k:lease") == 0
+        assert raw.exists("{k}:lease") == 1  # renewed past its 0.3 s TTL
+        await eventually(lambda: raw.exists("{k}:lease") == 0, within=3)
 
 
 def test_configuration_errors_and_repr(redis_server: RedisServer) -> None:
@@ -303,25 +347,6 @@ def test_redis_store_is_public_with_redis_installed() -> None:
 # -- the client with a Redis store ---------------------------------------------------------
 
 
-async def test_clients_sharing_redis_make_one_fetch(fake: FakeEntur, redis_url: str) -> None:
-    """Clients with their own store objects on one Redis share one fetch."""
-    statuses: list[int] = []
-    async with (
-        fake.client(token_store=RedisTokenStore(redis_url)) as first,
-        fake.client(token_store=RedisTokenStore(redis_url)) as second,
-    ):
-
-        async def run(client: EnturClient) -> None:
-            statuses.append(await call(client))
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(run, first)
-                tg.start_soon(run, second)
-    assert statuses == [200] * 6
-    assert fake.token_count == 1
-
-
 async def test_redis_holds_neither_token_nor_secret_and_a_rotated_secret_misses(
     fake: FakeEntur, redis_url: str, raw: redis.Redis
 ) -> None:
@@ -329,7 +354,7 @@ async def test_redis_holds_neither_token_nor_secret_and_a_rotated_secret_misses(
     async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
         token = await client.get_access_token()
     keys = raw.keys("*")
-    assert keys == [key_of(fake).encode()]  # the lease is gone, the token stays
+    assert keys == [slot_keys(key_of(fake))[0].encode()]  # the lease is gone, the token stays
     for blob in (*keys, *(raw.get(k) or b"" for k in keys)):
         assert token.encode() not in blob
         assert token.split(".")[1].encode() not in blob
@@ -346,43 +371,14 @@ async def test_corrupt_entry_is_refetched_and_overwritten(
     fake: FakeEntur, redis_url: str, raw: redis.Redis
 ) -> None:
     """Garbage under the key: the client fetches and stores a good token in its place."""
-    raw.set(key_of(fake), b"\x00garbage")
+    raw.set(slot_keys(key_of(fake))[0], b"\x00garbage")
     async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
         assert await call(client) == 200
     assert fake.token_count == 1
-    assert raw.get(key_of(fake)) != b"\x00garbage"
+    assert raw.get(slot_keys(key_of(fake))[0]) != b"\x00garbage"
     async with fake.client(token_store=RedisTokenStore(redis_url)) as client:
         assert await call(client) == 200
     assert fake.token_count == 1
-
-
-async def test_rejected_token_is_replaced_once_for_everyone(
-    fake: FakeEntur, redis_url: str
-) -> None:
-    """The API rejects the shared token (401): one new fetch serves both clients."""
-    async with (
-        fake.client(token_store=RedisTokenStore(redis_url)) as first,
-        fake.client(token_store=RedisTokenStore(redis_url)) as second,
-    ):
-        assert [await call(first), await call(second)] == [200, 200]
-        fake.revoke_all()
-        statuses: list[int] = []
-
-        async def run(client: EnturClient) -> None:
-            statuses.append(await call(client))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run, first)
-            tg.start_soon(run, second)
-    assert statuses == [200, 200]
-    assert fake.token_count == 2
-
-
-async def test_rejected_token_deleted_from_redis_even_when_its_replacement_fails(
-    fake: FakeEntur, redis_url: str
-) -> None:
-    """After a 401 and a failed refetch, a fresh client does not send the rejected token."""
-    await revoked_token_is_not_reused(fake, lambda: RedisTokenStore(redis_url))
 
 
 async def test_redis_down_the_client_fetches_its_own_token(
@@ -425,7 +421,7 @@ async def test_lease_held_too_long_falls_back_to_own_fetch(
     fake: FakeEntur, redis_url: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A lease another process never releases: after wait_timeout this client fetches alone."""
-    raw.set(f"{key_of(fake)}:lease", b"someone-else", px=60_000)
+    raw.set(slot_keys(key_of(fake))[1], b"someone-else", px=60_000)
     store = RedisTokenStore(redis_url, wait_timeout=0.3, poll_interval=0.02)
     async with fake.client(token_store=store) as client:
         started = anyio.current_time()
@@ -435,7 +431,7 @@ async def test_lease_held_too_long_falls_back_to_own_fetch(
     assert fake.token_count == 1
     (warning,) = store_warnings(caplog)
     assert "lock failed (TimeoutError" in warning
-    assert raw.get(f"{key_of(fake)}:lease") == b"someone-else"
+    assert raw.get(slot_keys(key_of(fake))[1]) == b"someone-else"
 
 
 # -- a lease holder killed mid-fetch -------------------------------------------------------
