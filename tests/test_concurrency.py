@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 
@@ -18,10 +19,12 @@ from entur_oauth import (
     EnturClient,
     EventLoopError,
     MemoryTokenStore,
+    RefreshPolicy,
     RetryPolicy,
     TokenRequestError,
 )
 from entur_oauth._manager import TokenManager
+from entur_oauth._token import Token
 from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
 
 from ._faults import TokenGate, eventually
@@ -212,6 +215,72 @@ async def test_leaving_async_with_stops_a_hanging_shared_fetch(
             assert manager._flight is not None
     assert manager.current is None
     await _assert_nothing_held(manager, store)
+
+
+def _fetch_counting(fetched: list[int]) -> Callable[[], Awaitable[Token]]:
+    async def fetch() -> Token:
+        fetched.append(1)
+        await anyio.lowlevel.checkpoint()
+        return Token(
+            access_token=f"t{len(fetched)}", expires_at=DAY, expires_at_wall=DAY, lifetime=DAY
+        )
+
+    return fetch
+
+
+async def test_fetches_go_back_to_the_callers_when_the_task_group_is_cancelled(
+    entur_clock: FakeClock,
+) -> None:
+    """The task group given to start() is cancelled (the user shuts down) while a caller
+    outside it still needs a token: the fetch cancelled there is made again in the
+    caller's own task, which gets its token; it does not spin or hang."""
+    fetched: list[int] = []
+    manager = TokenManager(
+        _fetch_counting(fetched), clock=entur_clock, refresh=RefreshPolicy(), retry=RetryPolicy()
+    )
+    release = anyio.Event()
+    got: list[Token] = []
+
+    async def hold_open() -> None:
+        with anyio.CancelScope(shield=True):
+            await release.wait()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold_open)
+            await manager.start(tg)
+            tg.cancel_scope.cancel()
+            async with anyio.create_task_group() as outside:
+                outside.cancel_scope.shield = True
+
+                async def caller() -> None:
+                    try:
+                        with anyio.fail_after(5):  # inside the shield, so it can fire
+                            got.append(await manager.token())
+                    finally:
+                        release.set()
+
+                outside.start_soon(caller)
+    # The cancelled round may have reached its first request before its cancellation
+    # landed (trio runs a new task up to its first checkpoint); the caller's own round
+    # made the token it got.
+    assert 1 <= len(fetched) <= 2
+    assert [t.access_token for t in got] == [f"t{len(fetched)}"]
+
+
+async def test_fetches_run_in_the_callers_task_once_the_task_group_has_closed(
+    entur_clock: FakeClock,
+) -> None:
+    """start() was given a task group that has since closed (no stop()): the next fetch
+    runs in the caller's task instead of failing."""
+    fetched: list[int] = []
+    manager = TokenManager(
+        _fetch_counting(fetched), clock=entur_clock, refresh=RefreshPolicy(), retry=RetryPolicy()
+    )
+    async with anyio.create_task_group() as tg:
+        await manager.start(tg)
+    assert (await manager.token()).access_token == "t1"
+    assert manager._flight is None
 
 
 async def test_cancelling_the_fetching_task_hands_the_fetch_to_a_waiter(

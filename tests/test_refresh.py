@@ -920,11 +920,13 @@ async def test_seed_installs_a_token_without_any_request(clock: FakeClock) -> No
     assert (fetched_at, announced) == ([], [])
 
 
+@pytest.mark.parametrize("in_task_group", [False, True])
 async def test_on_token_is_awaited_with_each_new_token_before_waiters_go_on(
-    clock: FakeClock,
+    clock: FakeClock, in_task_group: bool
 ) -> None:
     """on_token is awaited once per new token (fetched, or taken from the store) by the
-    task that installed it, before any waiting task gets the token."""
+    task that installed it, before any waiting task gets the token; also when the fetch
+    runs in the task group given to start() (inside ``async with client``)."""
     store = MemoryTokenStore()
     codec = TokenCodec(Secret("s3cret"), "key")
     returned: list[Token] = []
@@ -942,10 +944,15 @@ async def test_on_token_is_awaited_with_each_new_token_before_waiters_go_on(
         returned.append(await manager.token())
 
     async with anyio.create_task_group() as tg:
-        for _ in range(20):
-            tg.start_soon(call)
+        if in_task_group:
+            await manager.start(tg)
+        async with anyio.create_task_group() as callers:
+            for _ in range(20):
+                callers.start_soon(call)
+        manager.stop()
     assert announced == ["token-1"]
     assert seen_before_return == [0]
+    assert len(returned) == 20
     loaded: list[str] = []
 
     async def on_loaded(token: Token) -> None:
