@@ -22,6 +22,7 @@ if typing.TYPE_CHECKING:
         EventLoopError,
         InvalidCredentialsError,
         TokenRequestError,
+        UnsupportedOperationError,
     )
     from ._file_store import FileTokenStore
     from ._policy import RefreshPolicy, RetryPolicy
@@ -52,6 +53,7 @@ _LAZY = {
     "TokenRequestError": "_errors",
     "TokenStore": "_stores",
     "UnauthorizedError": "_api_errors",
+    "UnsupportedOperationError": "_errors",
     "get_environment": "_environments",
 }
 
@@ -74,6 +76,7 @@ __all__ = [
     "TokenRequestError",
     "TokenStore",
     "UnauthorizedError",
+    "UnsupportedOperationError",
     "get_environment",
 ]
 

@@ -18,6 +18,7 @@ from entur_oauth import (
     ForbiddenError,
     InvalidCredentialsError,
     RetryPolicy,
+    Secret,
     SessionTimeoutError,
     TokenRequestError,
     UnauthorizedError,
@@ -569,3 +570,79 @@ async def test_a_hook_failing_on_an_api_request_passes_through(fake: FakeEntur) 
         with pytest.raises(LookupError, match="mine"):
             await client.get("/x")
         assert (await client.get("/y")).status_code == 200
+
+
+# -- request bodies and redirects around a 401 ------------------------------------------
+
+
+async def test_multipart_upload_is_retried_after_401(fake: FakeEntur) -> None:
+    """A multipart body can be sent again (its files are rewound), so a 401 is retried."""
+    async with fake.client() as client:
+        await client.get("/x")
+        fake.revoke_all()
+        response = await client.post("/upload", files={"f": ("a.txt", b"hello")})
+    assert response.status_code == 200
+    assert fake.token_count == 2
+    assert b"hello" in fake.api_requests[-1].body
+
+
+async def test_unreplayable_body_401_drops_the_token_and_says_why(fake: FakeEntur) -> None:
+    """A generator body cannot be retried; the 401 still drops the token for the next call."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"chunk"
+
+    async with fake.client() as client:
+        await client.get("/x")
+        fake.revoke_all()
+        with pytest.raises(UnauthorizedError, match="cannot be sent twice"):
+            await client.post("/upload", content=body())
+        assert (await client.get("/x")).status_code == 200
+    assert fake.token_count == 2
+
+
+def _redirecting(fake: FakeEntur, location: str, status_there: int) -> httpx2.AsyncBaseTransport:
+    inner = fake.transport()
+
+    class Redirecting(httpx2.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            if request.url.path == "/moved":
+                return httpx2.Response(302, headers={"location": location})
+            if request.url.host == "cdn.other.test":
+                return httpx2.Response(status_there)
+            return await inner.handle_async_request(request)
+
+    return Redirecting()
+
+
+async def test_errors_after_a_same_origin_redirect_carry_no_token(fake: FakeEntur) -> None:
+    """Every request an error carries (the redirect's too) has its Authorization removed."""
+    transport = _redirecting(fake, "https://api.entur.test/forbidden/x", 200)
+    async with fake.client(transport=transport, follow_redirects=True) as client:
+        with pytest.raises(ForbiddenError) as info:
+            await client.get("/moved")
+    error = info.value
+    sent = [error.request, error.response.request, *(r.request for r in error.response.history)]
+    assert len(sent) == 3
+    assert all("authorization" not in r.headers for r in sent)
+
+
+async def test_401_from_a_foreign_host_after_redirect_keeps_the_token(fake: FakeEntur) -> None:
+    """A 401 from another host (after a redirect) says nothing about our token."""
+    transport = _redirecting(fake, "https://cdn.other.test/file", 401)
+    async with fake.client(transport=transport, follow_redirects=True) as client:
+        for _ in range(3):
+            response = await client.get("/moved")
+            assert response.status_code == 401
+            assert "authorization" not in response.request.headers
+        assert client.token_fetches == 1
+
+
+# -- construction: client_secret types -----------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [Secret(""), b"bytes-secret", 42])
+def test_empty_or_mistyped_secrets_are_configuration_errors(secret: object) -> None:
+    """Secret('') and non-string secrets fail at construction with our error."""
+    with pytest.raises(ConfigurationError):
+        EnturClient("cid", secret, client_name="acme-app")  # type: ignore[arg-type]

@@ -169,3 +169,34 @@ def test_builtin_environments_are_built_without_httpx2(monkeypatch: pytest.Monke
         assert Environment(**{f.name: getattr(env, f.name) for f in dataclasses.fields(env)})
     with pytest.raises(ImportError):
         Environment(**{**GOOD, "api_base_url": "https://bl\u00e5b\u00e6r.example"})
+
+
+# -- extra_token_hosts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    ["api2.entur.io", ["evil.test/x@api.entur.io"], ["https://api2.entur.io"], ["user@api2.test"]],
+)
+def test_extra_token_hosts_must_be_bare_hosts(hosts: object) -> None:
+    """A string (read as its characters) or a URL-ish entry is refused, not half-used."""
+    with pytest.raises(ConfigurationError, match="extra_token_hosts"):
+        Environment(
+            name="t",
+            token_url="https://partner.entur.org/oauth/token",
+            audience="https://api.entur.io",
+            api_base_url="https://api.entur.io",
+            extra_token_hosts=hosts,  # type: ignore[arg-type]
+        )
+
+
+def test_extra_token_hosts_accept_host_and_port() -> None:
+    """host and host:port are accepted, lower-cased."""
+    env = Environment(
+        name="t",
+        token_url="https://partner.entur.org/oauth/token",
+        audience="https://api.entur.io",
+        api_base_url="https://api.entur.io",
+        extra_token_hosts=frozenset({"API2.entur.io", "api3.entur.io:8443"}),
+    )
+    assert env.extra_token_hosts == frozenset({"api2.entur.io", "api3.entur.io:8443"})

@@ -53,15 +53,12 @@ async def share_one_fetch(fake: FakeEntur, *stores: RedisTokenStore) -> None:
     statuses: list[int] = []
     async with anyio.create_task_group() as tg:
         for store in stores:
-            client = fake.client(token_store=store)
-            await client.__aenter__()
-
-            async def run(client: EnturClient = client) -> None:
-                try:
+            # Entered and left in the task that uses it: `async with client` opens a task
+            # group (for shared fetches), which belongs to one task.
+            async def run(store: RedisTokenStore = store) -> None:
+                async with fake.client(token_store=store) as client:
                     for _ in range(3):
                         statuses.append(await call(client))
-                finally:
-                    await client.__aexit__(None, None, None)
 
             tg.start_soon(run)
     assert statuses == [200] * 3 * len(stores)

@@ -624,3 +624,30 @@ def test_claims_of_any_token_text_is_a_dict(text: str) -> None:
     """Reading the JWT payload of any text gives a dict (empty when it is not a JWT)."""
     token = Token(access_token=text, expires_at=0, expires_at_wall=0, lifetime=10)
     assert isinstance(token.claims(), dict)
+
+
+# -- redaction in unparseable bodies -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b'{"access_token":"eyJhbGciOi.eyJzdWIi.c2ln","expires_in":60} trailing'),
+        (502, b'<pre>{"access_token":"opaque-token-value-123"}</pre>'),
+        (200, b"access_token=opaque-token-value-123&token_type=bearer"),
+    ],
+)
+def test_tokens_in_unparseable_bodies_are_redacted(status: int, body: bytes) -> None:
+    """A token inside a body that is not clean JSON never reaches the error message."""
+    with pytest.raises(TokenRequestError) as info:
+        parse_token_response(
+            status,
+            {"content-type": "text/plain"},
+            body,
+            sent_monotonic=0.0,
+            sent_wall=0.0,
+        )
+    message = str(info.value)
+    assert "opaque-token-value-123" not in message
+    assert "eyJhbGciOi.eyJzdWIi" not in message
+    assert "[redacted]" in message
