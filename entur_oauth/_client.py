@@ -11,8 +11,9 @@ module plugs in at authlib's public extension points only:
   secret in any of them) into an ``OAuth2Token``;
 * ``send``, which reads at most 1 MiB of the token response and never follows a redirect
   there (see ``_grant.py``, the token path's one error boundary), and adds the bearer only
-  to the API's own hosts, without an httpx auth flow (cheaper per request), mapping
-  401/403/408 to Entur's meaning;
+  to the API's own hosts itself, mapping 401/403/408 to Entur's meaning (its retry needs no
+  httpx auth flow; the one it hands httpx2 only passes the request on, cheaper per request
+  than httpx2's default);
 * ``token``, ``fetch_token``, ``ensure_active_token`` and ``update_token``, answered by the
   :class:`TokenManager` (one fetch shared by all tasks, renewal windows, retries, shared
   stores) instead of authlib's lock per request, which never fetches the first
