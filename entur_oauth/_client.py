@@ -802,8 +802,9 @@ _HTTPX_OPTIONS = frozenset(
 class _AsIs(httpx2.Auth):
     """Send the request as it is: the bearer is on it already.
 
-    Given to httpx2's send on the token path instead of its default: that default checks the
-    URL for a user:password on every request and runs a flow of two generators, one costs less.
+    Given to httpx2's send on the token path instead of its default, which checks every URL
+    for a user:password (whose Basic header would replace the bearer) and runs a flow of two
+    generators: one generator costs less, per request.
     """
 
     async def async_auth_flow(
