@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, NamedTuple, cast
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -351,6 +352,13 @@ def _url_connector(
             "rediss://... for TLS, or unix:///path/to/socket."
         ) from None
     _check_decoding(kwargs)
+    db = urlsplit(url).path.strip("/") if not url.startswith("unix:") else ""
+    if db and not db.isdigit():
+        # redis-py would quietly use database 0 for it.
+        raise ConfigurationError(
+            f"RedisTokenStore: the database in the URL must be a number, not {db[:20]!r}; "
+            "use redis://host:port/0."
+        )
     if client is not None:
         return lambda: client, _describe(client.connection_pool.connection_kwargs)
     if "path" in kwargs or kwargs.get("db", 0) != 0:

@@ -533,3 +533,10 @@ def test_a_long_lease_keeps_its_default_wait_within_the_limit() -> None:
     """wait_timeout defaults to twice lease_ttl, capped at the limit a setting may have."""
     store = RedisTokenStore("redis://127.0.0.1:1", lease_ttl=10**9)
     assert (store.lease_ttl, store.wait_timeout) == (1e9, 1e9)
+
+
+def test_a_database_that_is_not_a_number_is_refused() -> None:
+    """redis://host/abc is refused naming the database, not quietly read as database 0."""
+    with pytest.raises(ConfigurationError, match="database in the URL must be a number"):
+        RedisTokenStore("redis://127.0.0.1:1/abc")
+    assert "db=3" in repr(RedisTokenStore("redis://127.0.0.1:1/3"))
