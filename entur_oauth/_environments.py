@@ -40,7 +40,7 @@ def url_problem(url: str) -> str | None:
     """Say why ``url`` cannot be used for a request (``None`` when it can)."""
     # httpx2 would quietly strip or encode whitespace, or fail only when connecting.
     if any(ch.isspace() for ch in url):
-        return "it holds whitespace (check for a stray space or newline)"
+        return "it holds whitespace, such as a stray space or newline"
     try:
         parts = urlsplit(url)
         port = parts.port  # reading it checks it: a number in 0-65535
