@@ -117,7 +117,9 @@ def read_env(
     ``ENTUR_CLIENT_ID``/``ENTUR_CLIENT_SECRET`` (both or neither; required unless
     ``require_credentials`` is false), ``ENTUR_CLIENT_NAME`` (required),
     ``ENTUR_ENVIRONMENT`` (default ``production``), and ``ENTUR_TOKEN_URL``,
-    ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL`` to define a custom environment.
+    ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL`` to define a custom environment (all three;
+    named by ``ENTUR_ENVIRONMENT``, else ``custom``). Beside a built-in
+    ``ENTUR_ENVIRONMENT`` those three are ignored, with a warning.
 
     Raises:
         ConfigurationError: A required variable is missing, or a URL variable does not
@@ -144,11 +146,8 @@ def read_env(
             "ENTUR_CLIENT_SECRET from your client at entur-partner.entur.org, and "
             "ENTUR_CLIENT_NAME to '<company>-<application>'."
         )
-    env_name = get("ENTUR_ENVIRONMENT") or "production"
     custom = {k: get(f"ENTUR_{k.upper()}") for k in ("token_url", "audience", "api_base_url")}
-    environment: str | Environment = env_name
-    if any(custom.values()):
-        environment = _custom_environment(env_name, custom)
+    environment = _pick_environment(get("ENTUR_ENVIRONMENT"), custom)
     return EnvSettings(
         client_id=client_id,
         client_secret=Secret(secret) if secret else None,
@@ -157,11 +156,42 @@ def read_env(
     )
 
 
+#: The name of the environment ``ENTUR_TOKEN_URL`` & co. define when ``ENTUR_ENVIRONMENT``
+#: is not set: never a built-in name, which would label another server as Entur's.
+CUSTOM_ENVIRONMENT_NAME = "custom"
+
+
+def ignoring_custom_variables(name: str, builtin: Environment, given: list[str]) -> str:
+    """The warning for a built-in ``ENTUR_ENVIRONMENT`` beside custom URL variables."""
+    return (
+        f"ENTUR_ENVIRONMENT={name} uses Entur's {builtin.name} URLs; ignoring {', '.join(given)}."
+    )
+
+
+def _pick_environment(env_name: str | None, custom: dict[str, str | None]) -> str | Environment:
+    """The environment ``ENTUR_ENVIRONMENT`` and ``ENTUR_TOKEN_URL`` & co. select.
+
+    A built-in name wins over the URL variables, with a warning (as the CLI's
+    ``--environment`` does): ``ENTUR_ENVIRONMENT=production`` must never send the secret to
+    whatever a stray ``ENTUR_TOKEN_URL`` says while the client calls itself production.
+    """
+    given = [f"ENTUR_{k.upper()}" for k, v in custom.items() if v]
+    if not given:
+        return env_name or "production"
+    builtin = builtin_or_none(env_name) if env_name else None
+    if env_name and builtin is not None:
+        warnings.warn(
+            ignoring_custom_variables(env_name, builtin, given),
+            UserWarning,
+            stacklevel=_user_stacklevel(),
+        )
+        return builtin
+    return _custom_environment(env_name or CUSTOM_ENVIRONMENT_NAME, custom)
+
+
 def _custom_environment(env_name: str, custom: dict[str, str | None]) -> Environment:
     """The environment that ``ENTUR_TOKEN_URL``/``_AUDIENCE``/``_API_BASE_URL`` define."""
-    base = builtin_or_none(env_name)
-    values = {k: v or (getattr(base, k) if base else None) for k, v in custom.items()}
-    absent = [f"ENTUR_{k.upper()}" for k, v in values.items() if v is None]
+    absent = [f"ENTUR_{k.upper()}" for k, v in custom.items() if v is None]
     if absent:
         raise ConfigurationError(
             f"A custom environment {env_name!r} needs {', '.join(absent)} too "
@@ -169,11 +199,10 @@ def _custom_environment(env_name: str, custom: dict[str, str | None]) -> Environ
         )
     # Checked here first, so the message names the variable to fix rather than a field.
     for key in ("token_url", "api_base_url"):
-        if custom[key]:
-            check_url(custom[key], f"ENTUR_{key.upper()}", env_name)
+        check_url(custom[key], f"ENTUR_{key.upper()}", env_name)
     return Environment(
         name=env_name,
-        token_url=str(values["token_url"]),
-        audience=str(values["audience"]),
-        api_base_url=str(values["api_base_url"]),
+        token_url=str(custom["token_url"]),
+        audience=str(custom["audience"]),
+        api_base_url=str(custom["api_base_url"]),
     )

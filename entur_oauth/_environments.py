@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -32,14 +33,23 @@ def is_loopback_host(host: str) -> bool:
 _PLAIN_URL = re.compile(
     r"https?://[a-z0-9]+(?:[.-][a-z0-9]+)*(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?"
 )
+_IPV4_SHAPED = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
 
 
 def url_problem(url: str) -> str | None:
     """Say why ``url`` cannot be used for a request (``None`` when it can)."""
+    # httpx2 would quietly strip or encode whitespace, or fail only when connecting.
+    if any(ch.isspace() for ch in url):
+        return "it holds whitespace, such as a stray space or newline"
     try:
-        urlsplit(url).port  # noqa: B018  (reading it checks it: a number in 0-65535)
+        parts = urlsplit(url)
+        port = parts.port  # reading it checks it: a number in 0-65535
     except ValueError as exc:
         return str(exc)
+    if port == 0:
+        return "port 0 is not a port a server listens on"
+    if (problem := _host_problem(parts.hostname)) is not None:
+        return problem
     if _PLAIN_URL.fullmatch(url):
         return None
     import httpx2  # here, not at the top: see _PLAIN_URL
@@ -48,6 +58,32 @@ def url_problem(url: str) -> str | None:
         httpx2.URL(url)
     except (httpx2.InvalidURL, ValueError, TypeError) as exc:
         return str(exc)
+    return None
+
+
+def _host_problem(host: str | None) -> str | None:
+    """Say why a host name would fail at connection time (empty or over-long labels, broken
+    punycode), which httpx2 does not check when it parses the URL."""
+    if not host or ":" in host:  # none, or an IPv6 literal
+        return None
+    if _IPV4_SHAPED.fullmatch(host):
+        # httpx2 reads such a host as an address and refuses one like 0.0.0.00.
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"host {host!r} is not a valid IPv4 address"
+        return None
+    try:
+        host.encode("idna")  # what asyncio's and trio's resolvers do with it
+    except UnicodeError:
+        return f"host {host!r} has an empty or over-long label"
+    if "xn--" in host:
+        import idna  # httpx2's own dependency; only for punycode labels
+
+        try:
+            idna.decode(host)
+        except idna.IDNAError as exc:
+            return f"host {host!r} is not valid punycode ({exc})"
     return None
 
 
@@ -156,10 +192,15 @@ class Environment:
         # Accept any iterable of hosts while keeping the field hashable and frozen; a bare
         # string would be read as its characters, each a "host" that gets the token.
         hosts: object = self.extra_token_hosts
-        if isinstance(hosts, str | bytes) or not all(isinstance(h, str) for h in hosts):  # type: ignore[attr-defined]
+        if (
+            isinstance(hosts, str | bytes)
+            or not isinstance(hosts, Iterable)
+            or not all(isinstance(h, str) for h in hosts)
+        ):
             raise ConfigurationError(
                 f"extra_token_hosts of environment {self.name!r} must be a collection of "
-                "host names such as {'api2.entur.io'}, not a single string."
+                "host name strings such as {'api2.entur.io'}, not "
+                f"{type(hosts).__name__}."
             )
         object.__setattr__(
             self,

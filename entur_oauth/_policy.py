@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 from ._errors import ConfigurationError
 
-__all__ = ["RefreshPolicy", "RetryPolicy"]
+__all__ = ["MAX_SECONDS", "RefreshPolicy", "RetryPolicy", "check_seconds"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +45,7 @@ class RefreshPolicy:
     background: bool = False
 
     def __post_init__(self) -> None:
-        _require_finite(self)
+        _check_types(self)
         if not 0 <= self.advisory_fraction < 1 or not 0 <= self.jitter <= 1:
             raise ConfigurationError(
                 "RefreshPolicy: advisory_fraction must be in [0, 1) and jitter in [0, 1]."
@@ -104,11 +104,9 @@ class RetryPolicy:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        _require_finite(self)
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise ConfigurationError("RetryPolicy: attempts must be a whole number.")
-        if self.attempts < 1:
-            raise ConfigurationError("RetryPolicy: attempts must be at least 1.")
+        _check_types(self)
+        if not 1 <= self.attempts <= _MAX_ATTEMPTS:
+            raise ConfigurationError(f"RetryPolicy: attempts must be from 1 to {_MAX_ATTEMPTS}.")
         if min(self.backoff_base, self.backoff_max, self.total, self.credentials_error_ttl) < 0 or (
             self.timeout <= 0
         ):
@@ -132,11 +130,47 @@ class RetryPolicy:
         return min(retry_after, max(self.backoff_max, self.total))
 
 
-def _require_finite(policy: RefreshPolicy | RetryPolicy) -> None:
-    # NaN slips through every comparison below it, and an infinite delay is a hang.
+#: The largest number of seconds any setting may hold (about 31 years): a larger one is a
+#: mistake, and would overflow the clock arithmetic (``now + delay``) at the first use.
+MAX_SECONDS = 1e9
+_MAX_ATTEMPTS = 1000
+
+
+def _check_types(policy: RefreshPolicy | RetryPolicy) -> None:
+    """Refuse a field of the wrong type, or a number that is not finite or is absurdly large.
+
+    Checked here, when the policy is built: a string or ``None`` would otherwise fail (or,
+    for a flag, a truthy string silently count as ``True``) only at the first token fetch.
+    """
     for f in fields(policy):
         value = getattr(policy, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigurationError(
-                f"{type(policy).__name__}: {f.name} must be a finite number, not {value!r}."
-            )
+        where = f"{type(policy).__name__}: {f.name}"
+        if f.type == "bool":
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{where} must be True or False, not {value!r}.")
+            continue
+        if f.type == "int":
+            # bool is an int to Python, but attempts=True is a slip, not a number.
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigurationError(f"{where} must be a whole number, not {value!r}.")
+            continue
+        object.__setattr__(policy, f.name, check_seconds(where, value))
+
+
+def check_seconds(where: str, value: object) -> float:
+    """Return ``value`` as a float if it is a real, finite number of at most MAX_SECONDS.
+
+    ``where`` starts the message (``"RetryPolicy: timeout"``). Signs are for the caller to
+    check. Raises ConfigurationError otherwise: a string, ``None`` or a bool (jitter=True
+    is a slip) would fail only at first use, NaN slips through every comparison, and an
+    infinite or huge delay is a hang or an OverflowError at the first request.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{where} must be a number, not {type(value).__name__}.")
+    if abs(value) > MAX_SECONDS or not math.isfinite(value):  # abs() first: 10**400
+        # (A huge int is not shown: its repr may be thousands of digits, or refused.)
+        shown = repr(value) if isinstance(value, float) else "a larger number"
+        raise ConfigurationError(
+            f"{where} must be a finite number of at most {MAX_SECONDS:,.0f} seconds, not {shown}."
+        )
+    return float(value)

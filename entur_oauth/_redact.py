@@ -34,6 +34,12 @@ _SENSITIVE_PAIR = re.compile(
     r"""(?:\\/|[^"'&\s,;}<>\\])+""",
     re.IGNORECASE,
 )
+_JWT_TAIL = re.compile(r"eyJ[A-Za-z0-9_.-]*\Z")
+# The first window of a long body that is redacted (see _redacted_prefix), and the margin
+# kept for a JWT-shaped run or a token field cut by the window's end.
+_FIRST_WINDOW = 4096
+_VISIBLE_PREFIX = re.compile(rf"(?:\s*+\S){{{_SNIPPET_LEN + 1}}}")
+_JWT_MARGIN = 64
 _JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?")
 # The escape sequences whose hex digits a server may write in either case.
 _ESCAPE = re.compile(
@@ -54,20 +60,70 @@ def sanitize_snippet(body: bytes | str, redact: Iterable[str] = ()) -> str:
     """
     secrets = tuple(redact)
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = _redact_text(text, secrets)
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    text = _fold(_redacted_prefix(text, secrets))
     if len(text) > _SNIPPET_LEN:
         text = text[:_SNIPPET_LEN] + "..."
     # Again, on the short text: folding whitespace can join what was apart.
     return _redact_text(text, secrets)
 
 
+def _fold(text: str) -> str:
+    """``text`` on one line: control characters as spaces, runs of whitespace as one."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+def _redacted_prefix(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` redacted, or a redacted beginning of it that is long enough for a snippet.
+
+    Redacting a whole 1 MiB error body took half a second per failed attempt, for 160
+    characters shown. So a window of the text is redacted, plus a margin as wide as the
+    longest echo of a secret can be: every echo that starts inside the window then lies
+    whole in what is redacted, and is blanked as it would be in the whole text. What the
+    margin holds (perhaps the start of an echo cut by the window's end) is then dropped,
+    so no part of a secret is ever shown. The window grows until what is left folds to
+    more than a snippet, or covers the text.
+    """
+    width = max((_echo_width(s) for s in secrets if s), default=0) + _JWT_MARGIN
+    # A pass over text the previous passes changed sees that margin grown (a blanked
+    # character becomes ten), so the part dropped is sized for every pass.
+    dropped = len(_REDACTED) * width * (len(secrets) + 2)
+    # Start where the text holds enough visible characters for a snippet: a body of
+    # mostly whitespace (folded away) would otherwise grow the window step by step.
+    visible = _VISIBLE_PREFIX.match(text)
+    window = max(_FIRST_WINDOW, dropped, visible.end() if visible else len(text))
+    while window + width < len(text):
+        kept = _redact_text(text[: window + width], secrets)[:-dropped]
+        # An unfinished JWT-shaped run where the cut fell: blank it as the whole text would.
+        kept = _JWT_TAIL.sub(_REDACTED, kept)
+        if len(_fold(kept)) > _SNIPPET_LEN:
+            return kept
+        window *= 4
+    return _redact_text(text, secrets)
+
+
+def _echo_width(secret: str) -> int:
+    """The most characters an echo of ``secret`` can take (each character's longest form)."""
+    return sum(_char_width(ch) for ch in secret)
+
+
+@functools.lru_cache(maxsize=512)
+def _char_width(ch: str) -> int:
+    forms = set(_forms(ch))
+    forms |= {outer(form) for form in list(forms) for outer in _OUTER}
+    # Decimal entities may carry any number of leading zeros: such an echo is unbounded, so
+    # a generous width stands in for it (a server pads to a few digits, if at all).
+    return max(map(len, forms)) + 16
+
+
 def body_snippet(body: bytes, payload: object, redact: tuple[str, ...]) -> str:
     """A snippet of ``body``; a JSON body is shown re-serialised with credentials removed."""
     if payload is None:
         return sanitize_snippet(body, redact)
+    # Only the first characters are shown: the walk stops once it has produced plenty more
+    # (a 1 MiB list of short strings took seconds to redact item by item).
+    budget = [_FIRST_WINDOW + _SNIPPET_LEN]
     try:
-        shown = json.dumps(_redact_json(payload, redact), ensure_ascii=False)
+        shown = json.dumps(_redact_json(payload, redact, budget), ensure_ascii=False)
     except RecursionError:
         # Too deeply nested to walk: show nothing rather than an unredacted excerpt.
         shown = "<deeply nested JSON>"
@@ -79,19 +135,33 @@ def is_sensitive_field(name: str) -> bool:
     return re.sub(r"[^a-z0-9]", "", name.lower()) in _SENSITIVE_FIELDS
 
 
-def _redact_json(value: object, redact: tuple[str, ...]) -> object:
-    """Return ``value`` with sensitive fields and every string holding a secret blanked."""
+def _redact_json(value: object, redact: tuple[str, ...], budget: list[int]) -> object:
+    """Return ``value`` with sensitive fields and every string holding a secret blanked.
+
+    ``budget`` counts down the characters produced; at zero, containers are cut short
+    there: what follows would lie beyond the snippet.
+    """
     if isinstance(value, dict):
-        return {
-            _redact_text(str(k), redact): (
-                _REDACTED if is_sensitive_field(str(k)) else _redact_json(v, redact)
-            )
-            for k, v in value.items()
-        }
+        kept: dict[str, object] = {}
+        for k, v in value.items():
+            if budget[0] <= 0:
+                break
+            key = _redacted_prefix(str(k), redact)
+            budget[0] -= len(key) + 4
+            kept[key] = _REDACTED if is_sensitive_field(str(k)) else _redact_json(v, redact, budget)
+        return kept
     if isinstance(value, list):
-        return [_redact_json(v, redact) for v in value]
+        items: list[object] = []
+        for v in value:
+            if budget[0] <= 0:
+                break
+            items.append(_redact_json(v, redact, budget))
+        return items
     if isinstance(value, str):
-        return _redact_text(value, redact)
+        text = _redacted_prefix(value, redact)
+        budget[0] -= len(text) + 2
+        return text
+    budget[0] -= 8
     return value
 
 

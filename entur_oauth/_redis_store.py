@@ -33,10 +33,12 @@ import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, NamedTuple, cast
+from urllib.parse import urlsplit
 
 import anyio
 
 from ._errors import ConfigurationError
+from ._policy import MAX_SECONDS, check_seconds
 
 try:
     import redis
@@ -124,16 +126,17 @@ class RedisTokenStore:
         poll_interval: float = 0.05,
         socket_timeout: float = 1.0,
     ) -> None:
-        if wait_timeout is None:
-            wait_timeout = 2 * lease_ttl
-        if not all(
-            value > 0 and math.isfinite(value)
-            for value in (lease_ttl, wait_timeout, poll_interval, socket_timeout)
-        ):
+        if not isinstance(cluster, bool):
+            # A truthy string ("no") would otherwise select cluster mode.
             raise ConfigurationError(
-                "RedisTokenStore: lease_ttl, wait_timeout, poll_interval and socket_timeout "
-                "must be positive numbers of seconds."
+                f"RedisTokenStore: cluster must be True or False, not {cluster!r}."
             )
+        lease_ttl = _positive_seconds("lease_ttl", lease_ttl)
+        if wait_timeout is None:
+            wait_timeout = min(2 * lease_ttl, MAX_SECONDS)
+        wait_timeout = _positive_seconds("wait_timeout", wait_timeout)
+        poll_interval = _positive_seconds("poll_interval", poll_interval)
+        socket_timeout = _positive_seconds("socket_timeout", socket_timeout)
         self._connect, self._where = _connector(url_or_client, cluster, socket_timeout)
         self._connected: _Connected | None = None
         self._connect_guard = threading.Lock()
@@ -280,6 +283,16 @@ def slot_keys(key: str) -> tuple[str, str]:
     return key, f"{key}:lease"
 
 
+def _positive_seconds(name: str, value: object) -> float:
+    """``value`` as seconds, checked when the store is built (not at its first use)."""
+    seconds = check_seconds(f"RedisTokenStore: {name}", value)
+    if seconds <= 0:
+        raise ConfigurationError(
+            f"RedisTokenStore: {name} must be a positive number of seconds, not {value!r}."
+        )
+    return seconds
+
+
 def _connector(
     given: object, cluster: bool, socket_timeout: float
 ) -> tuple[Callable[[], redis.Redis | RedisCluster], str]:
@@ -339,6 +352,13 @@ def _url_connector(
             "rediss://... for TLS, or unix:///path/to/socket."
         ) from None
     _check_decoding(kwargs)
+    db = urlsplit(url).path.strip("/") if not url.startswith("unix:") else ""
+    if db and not db.isdigit():
+        # redis-py would quietly use database 0 for it.
+        raise ConfigurationError(
+            f"RedisTokenStore: the database in the URL must be a number, not {db[:20]!r}; "
+            "use redis://host:port/0."
+        )
     if client is not None:
         return lambda: client, _describe(client.connection_pool.connection_kwargs)
     if "path" in kwargs or kwargs.get("db", 0) != 0:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import warnings
 
 import pytest
 
-from entur_oauth import ClientNameWarning, ConfigurationError, EnturClient, Environment
+from entur_oauth import (
+    ClientNameWarning,
+    ConfigurationError,
+    EnturClient,
+    Environment,
+    get_environment,
+)
+from entur_oauth._cli._output import Redactor
+from entur_oauth._cli._settings import load
 from entur_oauth.testing import FakeEntur
 
 CREDS = {
@@ -152,18 +161,102 @@ def test_from_env_names_the_variable_holding_a_bad_url(
 ) -> None:
     """A URL variable that does not hold a usable URL raises ConfigurationError naming the
     variable, when the client is built."""
-    for key, setting in {**CREDS, "ENTUR_ENVIRONMENT": "staging", variable: value}.items():
+    for key, setting in {**CREDS, **LOCAL, variable: value}.items():
         monkeypatch.setenv(key, setting)
     with pytest.raises(ConfigurationError, match=variable):
         EnturClient.from_env()
 
 
-def test_from_env_custom_audience_alone_keeps_the_builtin_urls(
+def test_from_env_builtin_name_ignores_a_lone_custom_audience(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """ENTUR_AUDIENCE alone on a built-in environment changes only the audience; the
-    built-in URLs it keeps are not re-checked as if they came from a variable."""
+    """ENTUR_AUDIENCE beside a built-in ENTUR_ENVIRONMENT is ignored with a warning: the
+    client is Entur's dev, audience included, not a custom environment called dev."""
     for key, value in {**CREDS, "ENTUR_ENVIRONMENT": "dev", "ENTUR_AUDIENCE": "aud"}.items():
         monkeypatch.setenv(key, value)
-    env = EnturClient.from_env().environment
-    assert (env.audience, env.token_url) == ("aud", "https://partner.dev.entur.org/oauth/token")
+    with pytest.warns(UserWarning, match="ignoring ENTUR_AUDIENCE"):
+        env = EnturClient.from_env().environment
+    assert env is get_environment("dev")
+
+
+LOCAL = {
+    "ENTUR_ENVIRONMENT": "local",
+    "ENTUR_TOKEN_URL": "http://127.0.0.1:9/oauth/token",
+    "ENTUR_AUDIENCE": "https://api.local.test",
+    "ENTUR_API_BASE_URL": "http://127.0.0.1:9",
+}
+STRAY = {
+    "ENTUR_TOKEN_URL": "https://token.attacker.example/oauth/token",
+    "ENTUR_AUDIENCE": "https://api.entur.io",
+    "ENTUR_API_BASE_URL": "https://api.attacker.example",
+}
+
+
+@pytest.mark.parametrize("name", ["production", "Staging", "dev "])
+def test_builtin_environment_variable_wins_over_custom_urls_with_a_warning(name: str) -> None:
+    """ENTUR_ENVIRONMENT naming a built-in plus stray ENTUR_TOKEN_URL & co.: the built-in
+    environment is used (the secret never goes to the stray token URL) and a warning names
+    the ignored variables and the user's line; never a custom environment under Entur's
+    name."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = EnturClient.from_env({**CREDS, **STRAY, "ENTUR_ENVIRONMENT": name})
+    builtin = get_environment(name)
+    assert client.environment is builtin
+    assert [str(w.message) for w in caught] == [
+        f"ENTUR_ENVIRONMENT={name.strip()} uses Entur's {builtin.name} URLs; ignoring "
+        "ENTUR_TOKEN_URL, ENTUR_AUDIENCE, ENTUR_API_BASE_URL."
+    ]
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_builtin_environment_variable_ignores_even_a_bad_custom_url() -> None:
+    """An ignored variable is not used, so its value does not matter (only warned about)."""
+    environ = {**CREDS, "ENTUR_ENVIRONMENT": "staging", "ENTUR_TOKEN_URL": "ftp://a/b"}
+    with pytest.warns(UserWarning, match="ignoring ENTUR_TOKEN_URL"):
+        assert EnturClient.from_env(environ).environment is get_environment("staging")
+
+
+def test_custom_urls_without_an_environment_name_are_called_custom() -> None:
+    """All three URL variables and no ENTUR_ENVIRONMENT: a custom environment named
+    'custom', never labelled production (the default name)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = EnturClient.from_env({**CREDS, **STRAY}).environment
+    assert (env.name, env.token_url) == ("custom", STRAY["ENTUR_TOKEN_URL"])
+
+
+def test_part_of_a_custom_environment_without_a_name_is_refused() -> None:
+    """One URL variable and no ENTUR_ENVIRONMENT is not half of production: the other two
+    are asked for, by name."""
+    environ = {**CREDS, "ENTUR_TOKEN_URL": STRAY["ENTUR_TOKEN_URL"]}
+    with pytest.raises(ConfigurationError, match="'custom' needs ENTUR_AUDIENCE, ENTUR_API_"):
+        EnturClient.from_env(environ)
+
+
+def test_cli_settings_agree_with_from_env_on_a_builtin_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI reading ENTUR_ENVIRONMENT=staging beside the URL variables uses staging too,
+    and prints the same warning once."""
+    for key, value in {**CREDS, **STRAY, "ENTUR_ENVIRONMENT": "staging"}.items():
+        monkeypatch.setenv(key, value)
+    args = argparse.Namespace(environment=None, client_name=None, client_secret_file=None)
+    settings = load(args, Redactor())
+    assert settings.environment is get_environment("staging")
+    assert capsys.readouterr().err.splitlines() == [
+        "entur-oauth: warning: ENTUR_ENVIRONMENT=staging uses Entur's staging URLs; "
+        "ignoring ENTUR_TOKEN_URL, ENTUR_AUDIENCE, ENTUR_API_BASE_URL."
+    ]
+
+
+def test_cli_settings_name_a_nameless_custom_environment_custom(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CLI, like from_env, calls URL variables without ENTUR_ENVIRONMENT 'custom'."""
+    for key, value in {**CREDS, **STRAY}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ENTUR_ENVIRONMENT", raising=False)
+    args = argparse.Namespace(environment=None, client_name=None, client_secret_file=None)
+    env = load(args, Redactor()).environment
+    assert (env.name, env.api_base_url) == ("custom", STRAY["ENTUR_API_BASE_URL"])

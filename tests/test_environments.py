@@ -119,6 +119,46 @@ def test_every_bad_setting_is_a_configuration_error_naming_it(setting: str, valu
     assert "pw" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("api_base_url", "https://a..example"),  # an empty IDNA label: UnicodeError on trio
+        ("token_url", "https://a..example/t"),
+        ("token_url", "https://.a.example/t"),
+        ("token_url", f"https://{'a' * 64}.example/t"),  # a label over 63 characters
+        ("token_url", "https://xn--zz-/t"),  # punycode that does not decode
+        ("token_url", "https://a.example:0/t"),  # nothing listens on port 0
+        ("api_base_url", "https://a.example:00"),
+        ("token_url", " https://a.example/t"),  # leading space
+        ("token_url", "https://a.example/t "),  # trailing space
+        ("token_url", "https://a.exa mple/t"),  # a space in the host
+        ("api_base_url", "https://api.example.org\n"),
+        ("api_base_url", "http://0.0.0.00"),  # IPv4-shaped, refused by httpx2
+    ],
+)
+def test_urls_that_would_fail_at_connection_are_refused_at_construction(
+    setting: str, value: str
+) -> None:
+    """URLs httpx2 parses but that fail (or quietly change) when a request is sent are
+    refused when the Environment is built, with the setting named."""
+    with pytest.raises(ConfigurationError, match=setting.replace("_", ".")):
+        Environment(**{**GOOD, setting: value})
+
+
+@pytest.mark.parametrize("url", ["https://a.example./t", "https://xn--mnchen-3ya.de/t"])
+def test_fully_qualified_and_punycode_hosts_are_still_accepted(url: str) -> None:
+    """A trailing root dot and valid punycode are real host names, not empty labels."""
+    assert Environment(**{**GOOD, "token_url": url}).token_url == url
+
+
+@pytest.mark.parametrize("hosts", [None, 123, 1.5, b"api2.entur.io", {1, 2}])
+def test_extra_token_hosts_of_the_wrong_type_is_a_configuration_error(hosts: object) -> None:
+    """extra_token_hosts that is not a collection of strings (None, a number, bytes) raises
+    ConfigurationError naming it, not TypeError."""
+    with pytest.raises(ConfigurationError, match="extra_token_hosts"):
+        Environment(**GOOD, extra_token_hosts=hosts)
+
+
 @pytest.mark.parametrize("host", ["[", "a:abc", "a:+80", "\u3002", "ho\x00st", "u@a", "a/b"])
 def test_bad_extra_token_hosts_are_configuration_errors(host: str) -> None:
     """extra_token_hosts entries that are not a usable bare host[:port] are refused."""
@@ -143,6 +183,8 @@ def test_idna_and_ipv6_urls_that_httpx2_accepts_are_accepted() -> None:
 def test_urls_checked_without_httpx2_are_urls_httpx2_accepts(url: str) -> None:
     """The fast path (no httpx2 import) accepts only URLs httpx2 parses too, so skipping
     httpx2 for them never accepts what a request would then refuse."""
+    if _environments.url_problem(url) is not None:
+        return  # refused (such as http://0.0.0.00): nothing for httpx2 to agree with
     httpx2.URL(url)
     httpx2.Request("GET", url)
 

@@ -498,3 +498,45 @@ def test_lease_holder_killed_mid_fetch_others_recover_within_the_lease_ttl(
         f"\nredis store: lease TTL {LEASE_TTL} s; all {waiting} waiters done {recovery:.3f} s "
         f"after the kill, {since_lease:.3f} s after the holder took the lease"
     )
+
+
+# -- constructor settings are checked when the store is built (#11 item 2) ---------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("lease_ttl", "15"),
+        ("lease_ttl", None),
+        ("lease_ttl", True),
+        ("lease_ttl", 0),
+        ("wait_timeout", "30"),
+        ("wait_timeout", float("nan")),
+        ("poll_interval", -1),
+        ("poll_interval", [0.1]),
+        ("socket_timeout", 10**400),
+        ("socket_timeout", float("inf")),
+        ("socket_timeout", 2e9),
+        ("cluster", "yes"),
+        ("cluster", "no"),
+        ("cluster", 1),
+    ],
+)
+def test_bad_options_are_configuration_errors_naming_them(option: str, value: object) -> None:
+    """Each bad option raises ConfigurationError naming it when the store is built, not
+    TypeError or OverflowError; a truthy string never selects cluster mode."""
+    with pytest.raises(ConfigurationError, match=option):
+        RedisTokenStore("redis://127.0.0.1:1", **{option: value})  # type: ignore[arg-type]
+
+
+def test_a_long_lease_keeps_its_default_wait_within_the_limit() -> None:
+    """wait_timeout defaults to twice lease_ttl, capped at the limit a setting may have."""
+    store = RedisTokenStore("redis://127.0.0.1:1", lease_ttl=10**9)
+    assert (store.lease_ttl, store.wait_timeout) == (1e9, 1e9)
+
+
+def test_a_database_that_is_not_a_number_is_refused() -> None:
+    """redis://host/abc is refused naming the database, not quietly read as database 0."""
+    with pytest.raises(ConfigurationError, match="database in the URL must be a number"):
+        RedisTokenStore("redis://127.0.0.1:1/abc")
+    assert "db=3" in repr(RedisTokenStore("redis://127.0.0.1:1/3"))

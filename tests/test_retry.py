@@ -484,3 +484,51 @@ def test_policy_defaults_are_the_documented_ones() -> None:
         failure_backoff_max=600.0,
         background=False,
     )
+
+
+# -- policy fields are type-checked when the policy is built (#11 item 2) ----------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "field", "value"),
+    [
+        (RefreshPolicy, "advisory_fraction", "0.1"),
+        (RefreshPolicy, "mandatory", None),
+        (RefreshPolicy, "jitter", True),
+        (RefreshPolicy, "advisory_min", 10**400),
+        (RefreshPolicy, "failure_backoff_min", 10**400),
+        (RefreshPolicy, "failure_backoff_max", 1e300),
+        (RefreshPolicy, "background", "no"),
+        (RefreshPolicy, "background", 1),
+        (RefreshPolicy, "background", None),
+        (RetryPolicy, "timeout", "10"),
+        (RetryPolicy, "timeout", None),
+        (RetryPolicy, "timeout", 1e300),
+        (RetryPolicy, "total", "x"),
+        (RetryPolicy, "backoff_base", 10**400),
+        (RetryPolicy, "backoff_max", 2e9),
+        (RetryPolicy, "credentials_error_ttl", 10**400),
+        (RetryPolicy, "attempts", 3.0),
+        (RetryPolicy, "attempts", True),
+        (RetryPolicy, "attempts", 10**100),
+        (RetryPolicy, "attempts", "3"),
+    ],
+)
+def test_policy_fields_of_the_wrong_type_or_size_name_the_field(
+    policy: type[RefreshPolicy | RetryPolicy], field: str, value: object
+) -> None:
+    """A string, None, a bool for a number, a truthy string for a flag, or a number too
+    large for the clock arithmetic raises ConfigurationError naming the field when the
+    policy is built: never TypeError/OverflowError, never accepted to fail (or, for a flag,
+    to count as True) at the first token fetch."""
+    with pytest.raises(ConfigurationError, match=field) as info:
+        policy(**{field: value})
+    assert len(str(info.value)) < 200  # a 400-digit number is not echoed
+
+
+def test_policy_numbers_are_kept_as_floats_and_the_limit_is_allowed() -> None:
+    """Whole numbers of seconds are accepted (as floats), up to the 10**9 s limit."""
+    retry = RetryPolicy(timeout=5, total=10**9, credentials_error_ttl=0)
+    assert (retry.timeout, retry.total) == (5.0, 1e9)
+    assert isinstance(retry.timeout, float)
+    assert RefreshPolicy(background=True, failure_backoff_max=10**9).background is True

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._config import builtin_or_none, read_env, validate_client_name
+from .._config import (
+    CUSTOM_ENVIRONMENT_NAME,
+    builtin_or_none,
+    ignoring_custom_variables,
+    read_env,
+    validate_client_name,
+)
 from .._environments import Environment
 from .._errors import ConfigurationError
 from .._secrets import Secret
@@ -124,7 +130,8 @@ def _check_custom(name: str, custom: dict[str, str]) -> None:
 
 def _environment(environ: dict[str, str]) -> Environment:
     """Resolve the environment the variables name, once; raise a configuration error."""
-    name = environ.get("ENTUR_ENVIRONMENT", "").strip() or "production"
+    explicit = environ.get("ENTUR_ENVIRONMENT", "").strip()
+    name = explicit or "production"
     custom = {k: environ.get(k, "").strip() for k in _CUSTOM_VARIABLES}
     builtin = builtin_or_none(name)
     if not any(custom.values()):
@@ -136,12 +143,15 @@ def _environment(environ: dict[str, str]) -> Environment:
                 _ENVIRONMENT_HINT,
             )
         return builtin
-    if builtin is None:
-        _check_custom(name, custom)
-    token_url, audience, api_base_url = (
-        custom[k] or getattr(builtin, k.removeprefix("ENTUR_").lower(), "")
-        for k in _CUSTOM_VARIABLES
-    )
+    if explicit and builtin is not None:
+        # As the library does: a built-in name wins over the URL variables, so a stray
+        # ENTUR_TOKEN_URL never gets the secret under Entur's name.
+        warn(ignoring_custom_variables(explicit, builtin, [k for k, v in custom.items() if v]))
+        return builtin
+    if not explicit:
+        name = CUSTOM_ENVIRONMENT_NAME
+    _check_custom(name, custom)
+    token_url, audience, api_base_url = (custom[k] for k in _CUSTOM_VARIABLES)
     try:
         return Environment(
             name=name, token_url=token_url, audience=audience, api_base_url=api_base_url
