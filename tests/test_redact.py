@@ -6,7 +6,6 @@ import html
 import html.entities
 import json
 import logging
-import time
 import urllib.parse
 from collections.abc import Callable
 
@@ -339,18 +338,28 @@ def test_an_echo_where_the_snippet_ends_is_redacted_in_a_long_body(before: int, 
     ],
     ids=["long-text", "escapes", "json-list", "json-object"],
 )
-def test_a_one_mebibyte_error_body_is_redacted_in_milliseconds(body: bytes) -> None:
-    """A 1 MiB error body (text, or JSON of many short items) costs well under 0.1 s of CPU
-    to quote (it took 0.3-2.4 s when every character was redacted); measured as process
-    time, so other processes on the machine do not make it flaky."""
+def test_a_one_mebibyte_error_body_is_redacted_in_a_bounded_window(
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1 MiB error body (text, or JSON of many short items) is quoted after redacting only
+    the window the snippet needs, not the whole body (which took 0.3-2.4 s of CPU): counted
+    as the characters handed to the redaction, not timed, so the machine's load cannot make
+    it flaky. The timing itself is reported by the benchmarks, not asserted here."""
+    seen: list[int] = []
+    inner = _redact._redact_text
+
+    def counting(text: str, redact: tuple[str, ...]) -> str:
+        seen.append(len(text))
+        return inner(text, redact)
+
+    monkeypatch.setattr(_redact, "_redact_text", counting)
     try:
         payload = json.loads(body)
     except ValueError:
         payload = None
-    started = time.process_time()
     snippet = body_snippet(body, payload, ("S3cr3t-value-xyz", "other-secret"))
-    assert time.process_time() - started < 0.1
     assert 150 < len(snippet) <= 163
+    assert sum(seen) < len(body) // 16
 
 
 def test_a_jwt_cut_by_the_window_is_blanked() -> None:
