@@ -314,14 +314,13 @@ class TokenManager:
             logger.debug("token %s replaced a rejected one and was rejected too", token.fingerprint)
             return False
         logger.debug("token %s rejected by the API; discarding it", token.fingerprint)
-        shared = self._shared
-        if shared is not None:
-            shared.reject(token)  # before the first await: see SharedStore.reject
+        if self._shared is not None:
+            # Never taken from the store again; the fetch of its replacement overwrites it
+            # there under the store's lock, so no other client finds the store empty.
+            self._shared.reject(token)
         self.current = None
         self.advisory_at = self.mandatory_at = _NEVER
         self._refresher.wake()
-        if shared is not None:
-            await shared.discard(token)
         return True
 
     # -- lifecycle -----------------------------------------------------------------------
