@@ -63,9 +63,11 @@ class _StormGuard:
         self._ttl = ttl
         self._after_rejection = False
 
-    def mark(self, token: Token, now: float) -> Token:
-        """``token`` was just fetched: marked as a replacement if a rejection preceded it."""
-        return replace(token, replaced_at=now) if self._after_rejection else token
+    async def fetch(self, fetch: FetchOnce, now: Callable[[], float]) -> Token:
+        """A token from ``fetch``, marked as a replacement if a rejection preceded it (before
+        a shared store saves it, so the mark reaches every client that takes it there)."""
+        token = await fetch()
+        return replace(token, replaced_at=now()) if self._after_rejection else token
 
     def installed(self) -> None:
         """A token became the current one: the next fetch replaces no rejected token."""
@@ -172,6 +174,7 @@ class TokenManager:
             else None
         )
         self._guard = _StormGuard(retry.credentials_error_ttl)
+        self._fetch_new = partial(self._guard.fetch, self._fetch, clock.monotonic)
         self._refresher = Refresher(clock=clock, due=self._renewal_due, renew=self._renew_once)
         self._on_token = on_token
         self._runner = _Runner()
@@ -384,11 +387,6 @@ class TokenManager:
             if self._flight is flight:
                 self._flight = None
             flight.done.set()
-
-    async def _fetch_new(self) -> Token:
-        """A token from the endpoint, marked if it replaces a rejected one (before the
-        shared store saves it, so the mark reaches every client that takes it there)."""
-        return self._guard.mark(await self._fetch(), self.clock.monotonic())
 
     def _install(self, token: Token) -> None:
         advisory, mandatory = self.refresh.windows(token.lifetime, self._rng)
