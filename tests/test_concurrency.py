@@ -7,8 +7,7 @@ import asyncio
 import gc
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from pathlib import Path
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -19,13 +18,10 @@ import pytest
 from entur_oauth import (
     EnturClient,
     EventLoopError,
-    FileTokenStore,
     MemoryTokenStore,
     RefreshPolicy,
     RetryPolicy,
     TokenRequestError,
-    TokenStore,
-    UnauthorizedError,
 )
 from entur_oauth._manager import TokenManager
 from entur_oauth._token import Token
@@ -529,53 +525,3 @@ def test_client_built_outside_any_loop_works_in_the_loop_that_uses_it(backend: s
     fake = FakeEntur()
     client = fake.client(token_store=MemoryTokenStore())
     assert anyio.run(_use, client, backend=backend) == 200
-
-
-# -- the 401-storm guard across clients sharing a store (issue 11 item 4) -------------------
-
-
-@pytest.mark.parametrize("kind", ["memory", "file"])
-async def test_concurrent_401_storm_across_clients_on_a_store_makes_two_token_requests(
-    kind: str, tmp_path: Path
-) -> None:
-    """Ten new clients on one store (each with its own store object for a file), bursts of
-    1,000 concurrent calls (100 per client) to an endpoint that answers 401 to any token:
-    every call raises UnauthorizedError; the first burst makes 2 token requests between
-    all ten (the first token and one replacement), a burst 29 s later none, one 30 s
-    after the replacement arrived exactly one more."""
-    clock = FakeClock()
-    fake = FakeEntur(clock=clock)
-    fake.route("/denied", status=401)
-    shared = MemoryTokenStore()
-
-    def store() -> TokenStore:
-        return shared if kind == "memory" else FileTokenStore(tmp_path / "tokens.json")
-
-    retry = RetryPolicy(credentials_error_ttl=30)
-    clients = [fake.client(clock=clock, token_store=store(), retry=retry) for _ in range(10)]
-    failed: list[type[BaseException]] = []
-
-    async def call(client: EnturClient) -> None:
-        try:
-            await client.get("/denied")
-        except Exception as exc:
-            failed.append(type(exc))
-
-    async def burst() -> None:
-        async with anyio.create_task_group() as tg:
-            for _ in range(100):
-                for client in clients:
-                    tg.start_soon(call, client)
-
-    async with AsyncExitStack() as stack:
-        for client in clients:
-            await stack.enter_async_context(client)
-        await burst()
-        assert fake.token_count == 2
-        clock.advance(29)
-        await burst()
-        assert fake.token_count == 2
-        clock.advance(1)
-        await burst()
-        assert fake.token_count == 3
-    assert failed == [UnauthorizedError] * 3000

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -317,3 +318,45 @@ async def test_single_revocation_across_clients_on_a_store_costs_one_refetch(
     for client in clients:
         await client.aclose()
     assert fake.token_count == 2
+
+
+async def test_concurrent_401_storm_across_clients_on_a_store_makes_two_token_requests(
+    backend: Backend,
+) -> None:
+    """Ten new clients on one store, each with its own store object, in bursts of 1,000
+    concurrent calls (100 per client) to an endpoint that answers 401 to any token: every
+    call raises UnauthorizedError; the first burst makes 2 token requests between all ten
+    (the first token and one replacement: no client finds the store empty while the
+    rejected token is replaced, and fetches one of its own), a burst 29 s later none, one
+    30 s after the replacement arrived exactly one more."""
+    clock = FakeClock()
+    fake = FakeEntur(clock=clock)
+    fake.route("/denied", status=401)
+    retry = RetryPolicy(credentials_error_ttl=30)
+    clients = [fake.client(clock=clock, token_store=backend.make(), retry=retry) for _ in range(10)]
+    failed: list[type[BaseException]] = []
+
+    async def denied(client: EnturClient) -> None:
+        try:
+            await client.get("/denied")
+        except Exception as exc:
+            failed.append(type(exc))
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(100):
+                for client in clients:
+                    tg.start_soon(denied, client)
+
+    async with AsyncExitStack() as stack:
+        for client in clients:
+            await stack.enter_async_context(client)
+        await burst()
+        assert fake.token_count == 2
+        clock.advance(29)
+        await burst()
+        assert fake.token_count == 2
+        clock.advance(1)
+        await burst()
+        assert fake.token_count == 3
+    assert failed == [UnauthorizedError] * 3000
