@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -48,14 +49,18 @@ class TokenCodec:
 
     def encode(self, token: Token) -> bytes:
         """Return the sealed bytes for ``token``."""
-        plain = json.dumps(
-            {
-                "access_token": token.access_token,
-                "expires_at_wall": token.expires_at_wall,
-                "lifetime": token.lifetime,
-                "scope": token.scope,
-            }
-        ).encode()
+        fields: dict[str, object] = {
+            "access_token": token.access_token,
+            "expires_at_wall": token.expires_at_wall,
+            "lifetime": token.lifetime,
+            "scope": token.scope,
+        }
+        if token.replaced_at is not None:
+            # Carried as wall time, like the expiry: other processes read it on their clocks.
+            fields["replaced_at_wall"] = token.expires_at_wall - (
+                token.expires_at - token.replaced_at
+            )
+        plain = json.dumps(fields).encode()
         nonce = os.urandom(_NONCE)
         return _VERSION + nonce + self._aead.encrypt(nonce, plain, self._key)
 
@@ -77,6 +82,17 @@ class TokenCodec:
                 expires_at_wall=expires_at_wall,
                 lifetime=float(fields["lifetime"]),
                 scope=fields.get("scope"),
+                replaced_at=_replaced_at(fields.get("replaced_at_wall"), now_monotonic, now_wall),
             )
         except (InvalidTag, ValueError, KeyError, TypeError):
             return None
+
+
+def _replaced_at(wall: Any, now_monotonic: float, now_wall: float) -> float | None:
+    """The monotonic time a stored replacement was fetched at; ``None`` for any other token
+    (and for values written before the mark existed)."""
+    if wall is None:
+        return None
+    # Never in the future: a wall clock that went back (or a host ahead of this one) must
+    # not stretch the 401-storm guard beyond credentials_error_ttl from now.
+    return now_monotonic + min(float(wall) - now_wall, 0.0)

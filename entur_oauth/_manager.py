@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import anyio
@@ -48,33 +48,35 @@ _NEVER = float("-inf")
 class _StormGuard:
     """Bounds what an API that rejects every token costs the token endpoint (issue 11.4).
 
-    A token installed right after a rejection is its replacement. If the API rejects the
-    replacement too within ``ttl`` of its arrival, the credentials (or the API's idea of
-    them) are the problem, not the token: it is kept and no new one is fetched until
-    ``ttl`` has passed. One revocation still costs exactly one re-fetch.
+    A token fetched right after a rejection is its replacement, marked with the time it
+    arrived (:attr:`Token.replaced_at`). If the API rejects the replacement too within
+    ``ttl`` of that time, the credentials (or the API's idea of them) are the problem, not
+    the token: it is kept and no new one is fetched until ``ttl`` has passed. The mark is
+    sealed into a shared store with the token, so every client that takes the token from
+    the store keeps it too: the bound holds across clients sharing a store, not just per
+    client. One revocation still costs exactly one re-fetch.
     """
 
-    __slots__ = ("_after_rejection", "_kept", "_kept_until", "_ttl")
+    __slots__ = ("_after_rejection", "_ttl")
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
         self._after_rejection = False
-        self._kept: Token | None = None
-        self._kept_until = _NEVER
 
-    def installed(self, token: Token, now: float) -> None:
-        """``token`` became the current one."""
-        self._kept = token if self._after_rejection else None
-        self._kept_until = now + self._ttl
-        self._after_rejection = False
+    async def fetch(self, fetch: FetchOnce, now: Callable[[], float]) -> Token:
+        """A token from ``fetch``, marked as a replacement if a rejection preceded it (before
+        a shared store saves it, so the mark reaches every client that takes it there)."""
+        token = await fetch()
+        return replace(token, replaced_at=now()) if self._after_rejection else token
 
-    def forget(self) -> None:
-        """The next token installed is not a replacement (it was handed in)."""
+    def installed(self) -> None:
+        """A token became the current one: the next fetch replaces no rejected token."""
         self._after_rejection = False
 
     def keeps(self, token: Token, now: float) -> bool:
         """The API rejected ``token`` (the current one): True to keep it, False to drop it."""
-        if self._kept is not None and token is self._kept and now < self._kept_until:
+        replaced_at = token.replaced_at
+        if replaced_at is not None and now < replaced_at + self._ttl:
             return True
         self._after_rejection = True
         return False
@@ -172,6 +174,7 @@ class TokenManager:
             else None
         )
         self._guard = _StormGuard(retry.credentials_error_ttl)
+        self._fetch_new = partial(self._guard.fetch, self._fetch, clock.monotonic)
         self._refresher = Refresher(clock=clock, due=self._renewal_due, renew=self._renew_once)
         self._on_token = on_token
         self._runner = _Runner()
@@ -296,7 +299,6 @@ class TokenManager:
 
     def seed(self, token: Token) -> None:
         """Install ``token`` as the current one, without any request (``token=``)."""
-        self._guard.forget()  # a token handed in is no rejected token's replacement
         self._install(token)
 
     async def invalidate(self, token: Token) -> bool:
@@ -304,7 +306,8 @@ class TokenManager:
 
         Returns:
             True: the caller may retry once with :meth:`token`. False (the 401-storm
-            guard): ``token`` itself replaced a rejected token less than
+            guard): ``token`` itself was fetched to replace a rejected token (by this
+            client or by another one sharing the store) less than
             ``RetryPolicy.credentials_error_ttl`` ago, so a new one is unlikely to fare
             better; it is kept, and the caller fails without any token request.
         """
@@ -314,14 +317,13 @@ class TokenManager:
             logger.debug("token %s replaced a rejected one and was rejected too", token.fingerprint)
             return False
         logger.debug("token %s rejected by the API; discarding it", token.fingerprint)
-        shared = self._shared
-        if shared is not None:
-            shared.reject(token)  # before the first await: see SharedStore.reject
+        if self._shared is not None:
+            # Never taken from the store again; the fetch of its replacement overwrites it
+            # there under the store's lock, so no other client finds the store empty.
+            self._shared.reject(token)
         self.current = None
         self.advisory_at = self.mandatory_at = _NEVER
         self._refresher.wake()
-        if shared is not None:
-            await shared.discard(token)
         return True
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -363,11 +365,13 @@ class TokenManager:
         try:
             shared = self._shared
             if shared is None:
-                token = await self._fetch()
+                token = await self._fetch_new()
             else:
                 # The token we hold is never its own replacement, whichever window we
                 # are in: the store holds it too (we put it there).
-                token = await shared.fetch_through(self._fetch, replacing=self.current, force=force)
+                token = await shared.fetch_through(
+                    self._fetch_new, replacing=self.current, force=force
+                )
             self._install(token)
             if self._on_token is not None:
                 await _announce(self._on_token, token)
@@ -387,7 +391,7 @@ class TokenManager:
     def _install(self, token: Token) -> None:
         advisory, mandatory = self.refresh.windows(token.lifetime, self._rng)
         self.current = token
-        self._guard.installed(token, self.clock.monotonic())
+        self._guard.installed()
         self.mandatory_at = token.expires_at - mandatory
         self.advisory_at = token.expires_at - advisory
         self._failures = 0

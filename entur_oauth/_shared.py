@@ -1,9 +1,10 @@
 """The shared token store as the manager sees it: sealed tokens in, sealed tokens out.
 
 :class:`SharedStore` reads and writes one key of a :class:`TokenStore` through the codec,
-holds the store's lock around a fetch, deletes a rejected token only while the store still
-holds it, and remembers which tokens the API rejected. A store fault never fails a
-request: it is logged and the process goes on with its own token.
+holds the store's lock around a fetch, replaces a token the API rejected under that lock
+(or deletes it, only while the store still holds it, when no new one could be fetched), and
+remembers which tokens the API rejected. A store fault never fails a request: it is logged
+and the process goes on with its own token.
 """
 
 from __future__ import annotations
@@ -74,7 +75,14 @@ class SharedStore:
             token = None if force else await self.load(replacing)
             if token is not None:
                 return token
-            token = await fetch()
+            try:
+                token = await fetch()
+            except Exception:
+                await self._delete_rejected()  # never left for the next client to take
+                raise
+            # Over a token the API rejected too, in this one lock hold: the store is never
+            # empty meanwhile, so no client finds it so and fetches a token of its own (a
+            # token that replaced nothing, which the 401-storm guard would not keep).
             await self.save(token)
             return token
         finally:
@@ -138,19 +146,21 @@ class SharedStore:
     def reject(self, token: Token) -> None:
         """Never take ``token`` from the store again (the API rejected it).
 
-        Called before the first await of a discard: a task that fetches meanwhile must not
-        take this very token back from the store before it is deleted there.
+        The store keeps it until the fetch of its replacement overwrites it, under the
+        store's lock (or deletes it, if that fetch fails).
         """
         self._rejected.append(token.fingerprint)
 
-    async def discard(self, token: Token) -> None:
-        """Delete ``token`` from the store, only while the store still holds it."""
+    async def _delete_rejected(self) -> None:
+        """Delete the stored token if the API rejected it, only while the store holds it."""
+        if not self._rejected:
+            return
         try:
             # Compared by fingerprint, then compare-and-delete on the raw bytes: another
-            # process may already have stored its replacement.
+            # process (without this lock, after a store fault) may have stored a new one.
             raw = await self._store.get(self.key)
             stored = self._decode(raw) if raw is not None else None
-            if stored is not None and stored.fingerprint == token.fingerprint:
+            if stored is not None and stored.fingerprint in self._rejected:
                 await self._store.delete(self.key, expected=raw)
         except Exception as exc:  # a store fault must not fail the request
             _store_warning("delete", exc)

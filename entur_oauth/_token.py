@@ -61,6 +61,11 @@ class Token:
     ``expires_at`` is on the monotonic clock (immune to wall-clock jumps);
     ``expires_at_wall`` is the same instant in epoch seconds, for stores shared between
     processes and for display. The token text is kept out of ``repr``.
+
+    ``replaced_at`` (monotonic) is set on a token fetched to replace one the API rejected:
+    the 401-storm guard keeps such a token, if the API rejects it too, until
+    ``credentials_error_ttl`` after that time. It travels with the token through a shared
+    store, so every client sharing the store keeps it as well.
     """
 
     access_token: str = field(repr=False)
@@ -70,6 +75,7 @@ class Token:
     scope: str | None = None
     fingerprint: str = ""
     authorization: str = field(repr=False, default="")
+    replaced_at: float | None = field(default=None, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fingerprint", fingerprint(self.access_token))

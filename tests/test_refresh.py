@@ -3,6 +3,7 @@ background refresher, and how expiry is computed (asyncio and trio, on a fake cl
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -1014,3 +1015,181 @@ async def test_fake_clock_wakes_sleepers_in_time_and_forgets_cancelled_ones() ->
     assert clock.next_deadline() is None
     clock.jump_wall_clock(-500)
     assert (clock.monotonic(), clock.time()) == (115.0, 615.0)
+
+
+# == the 401-storm guard across clients sharing a store (issue 11 item 4, review F6) =======
+# A replacement token carries its mark (Token.replaced_at) sealed into the shared store, so
+# the bound of the section above holds for every client that takes the token from there.
+
+
+def _record_token_requests(fake: FakeEntur, clock: FakeClock, fetched_at: list[float]) -> None:
+    """Add the clock's time to ``fetched_at`` for each token request since the last call."""
+    fetched_at += [clock.monotonic()] * (fake.token_count - len(fetched_at))
+
+
+async def test_new_client_per_call_on_the_default_store_costs_two_token_requests_per_ttl(
+    clock: FakeClock,
+) -> None:
+    """A careless user makes a new client for each of 1,000 calls over 90 s (same
+    credentials, so the process-wide default store) to an endpoint that answers 401 to any
+    token: each call raises UnauthorizedError, and at most 2 token requests fall in any
+    30 s (4 in all), not one per call: each new client keeps the rejected replacement it
+    finds in the store."""
+    fake = FakeEntur(clock=clock)
+    fake.route("/denied", status=401)
+    retry = RetryPolicy(credentials_error_ttl=30)
+    fetched_at: list[float] = []
+    for _ in range(1000):
+        async with fake.client(clock=clock, retry=retry) as client:
+            with pytest.raises(UnauthorizedError):
+                await client.get("/denied")
+        _record_token_requests(fake, clock, fetched_at)
+        clock.advance(0.09)
+    assert _most_in_any_window(fetched_at, 30.0) == 2
+    assert len(fetched_at) == 4, fetched_at  # at 0 s (the first and its replacement), 30, 60
+
+
+async def test_single_revocation_with_a_new_client_per_call_costs_one_refetch(
+    clock: FakeClock,
+) -> None:
+    """A new client per call on the default store: every token revoked once costs exactly
+    one re-fetch, and the clients after it use the replacement (kept by the store and
+    working, so the guard never gets in the way)."""
+    fake = FakeEntur(clock=clock)
+    for i in range(40):
+        if i == 10:
+            fake.revoke_all()
+        async with fake.client(clock=clock) as client:
+            assert (await client.get("/x")).status_code == 200
+        clock.advance(1)
+    assert fake.token_count == 2
+
+
+def _shared_managers(
+    clock: FakeClock, fetched_at: list[float], store: TokenStore, count: int
+) -> list[TokenManager]:
+    """``count`` managers of one client id on ``store`` (as that many processes)."""
+    codec = TokenCodec(Secret("s3cret"), "key")
+    return [
+        TokenManager(
+            _counting_fetch(clock, fetched_at),
+            clock=clock,
+            refresh=RefreshPolicy(),
+            retry=RetryPolicy(credentials_error_ttl=30),
+            store=store,
+            store_key="key",
+            codec=codec,
+        )
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+async def test_a_rejected_replacement_is_kept_by_every_client_and_never_deleted(
+    clock: FakeClock, tmp_path: Path, kind: str
+) -> None:
+    """Step by step, two clients on one store: the replacement one fetched is kept by the
+    other too (no request), the other's stale 401 does not delete it from the store, and
+    once credentials_error_ttl has passed exactly one of them replaces it for both."""
+    store: TokenStore = (
+        MemoryTokenStore() if kind == "memory" else FileTokenStore(tmp_path / "tokens.json")
+    )
+    fetched_at: list[float] = []
+    one, two = _shared_managers(clock, fetched_at, store, 2)
+    first = await one.token()
+    assert (await two.token()).fingerprint == first.fingerprint  # from the store
+    assert await one.invalidate(first)
+    replacement = await one.token()
+    assert replacement.replaced_at == 0.0
+    assert not await one.invalidate(replacement)  # rejected too: kept
+    clock.advance(10)
+    assert two.current is not None
+    assert await two.invalidate(two.current)  # its copy of the first token: dropped
+    assert (await two.token()).fingerprint == replacement.fingerprint  # not deleted: taken
+    assert not await two.invalidate(two.current)  # kept, as in the client that fetched it
+    assert len(fetched_at) == 2
+    clock.advance(20)  # credentials_error_ttl after the replacement arrived
+    assert await two.invalidate(two.current)
+    third = await two.token()
+    assert third.replaced_at == 30.0
+    assert await one.invalidate(replacement)  # a stale 401 once more: the store keeps third
+    assert (await one.token()).fingerprint == third.fingerprint
+    assert not await one.invalidate(one.current)
+    assert fetched_at == [0.0, 0.0, 30.0]
+
+
+async def test_a_new_client_keeps_a_stored_replacement_only_within_the_ttl(
+    clock: FakeClock,
+) -> None:
+    """A client that starts while the store holds a rejected replacement keeps it on a
+    401 until credentials_error_ttl after the replacement arrived, and not after."""
+    store = MemoryTokenStore()
+    fetched_at: list[float] = []
+    (one,) = _shared_managers(clock, fetched_at, store, 1)
+    assert await one.invalidate(await one.token())
+    replacement = await one.token()
+    clock.advance(29)
+    (late,) = _shared_managers(clock, fetched_at, store, 1)
+    assert await late.token() == replacement
+    assert not await late.invalidate(late.current)  # 29 s after it arrived: kept
+    clock.advance(1)
+    (later,) = _shared_managers(clock, fetched_at, store, 1)
+    assert await later.token() == replacement
+    assert await later.invalidate(later.current)  # 30 s: a new replacement
+    assert (await later.token()).replaced_at == 30.0
+    assert len(fetched_at) == 3
+
+
+def _seal_previous_format(codec: TokenCodec, key: str, fields: dict[str, Any]) -> bytes:
+    """A store value as the format before the replacement mark wrote it."""
+    nonce = bytes(12)
+    return b"eo1" + nonce + codec._aead.encrypt(nonce, json.dumps(fields).encode(), key.encode())
+
+
+def test_codec_carries_the_replacement_mark_and_reads_values_without_it(
+    clock: FakeClock,
+) -> None:
+    """The mark survives the store as wall time (read back on another process's clocks);
+    values written before it existed, and tokens that replaced nothing, read as no
+    replacement; a mark never lies in the future, however the wall clock moved."""
+    codec = TokenCodec(Secret("s3cret"), "key")
+    clock.advance(100)
+    marked = Token(
+        access_token="abc",
+        expires_at=clock.monotonic() + DAY,
+        expires_at_wall=clock.time() + DAY,
+        lifetime=DAY,
+        replaced_at=90.0,
+    )
+    sealed = codec.encode(marked)
+    # Another process: its monotonic clock started elsewhere, the wall clock is the same.
+    read = codec.decode(sealed, now_monotonic=5000.0, now_wall=clock.time())
+    assert read is not None
+    assert read.replaced_at == pytest.approx(4990.0)
+    assert (read.access_token, read.expires_at_wall) == ("abc", marked.expires_at_wall)
+    # The wall clock went back an hour: the mark is not moved into the future.
+    back = codec.decode(sealed, now_monotonic=5000.0, now_wall=clock.time() - 3600)
+    assert back is not None
+    assert back.replaced_at == 5000.0
+    plain = codec.decode(
+        codec.encode(
+            Token("abc", expires_at=DAY, expires_at_wall=clock.time() + DAY, lifetime=DAY)
+        ),
+        now_monotonic=0.0,
+        now_wall=clock.time(),
+    )
+    assert plain is not None
+    assert plain.replaced_at is None
+    previous = _seal_previous_format(
+        codec,
+        "key",
+        {
+            "access_token": "abc",
+            "expires_at_wall": clock.time() + DAY,
+            "lifetime": DAY,
+            "scope": None,
+        },
+    )
+    old = codec.decode(previous, now_monotonic=0.0, now_wall=clock.time())
+    assert old is not None
+    assert (old.access_token, old.replaced_at) == ("abc", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,8 +27,9 @@ from entur_oauth import (
     RetryPolicy,
     TokenRequestError,
     TokenStore,
+    UnauthorizedError,
 )
-from entur_oauth.testing import FakeEntur
+from entur_oauth.testing import FakeClock, FakeEntur
 
 if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
     from .redis_fixture import Cluster
@@ -260,3 +262,101 @@ async def test_rejected_token_is_deleted_even_when_its_replacement_fails(
     assert sent
     assert not any(revoked in header for header in sent)
     assert fake.token_count == 3  # the first fetch, the failed one, the fresh client's
+
+
+# -- the 401-storm guard across clients on one store (issue 11 item 4) ----------------------
+
+
+def most_in_any_window(times: list[float], width: float) -> int:
+    """The most of ``times`` that fall in any half-open window ``width`` long."""
+    return max((sum(1 for t in times if start <= t < start + width) for start in times), default=0)
+
+
+async def test_always_401_api_across_clients_on_a_store_costs_two_token_requests_per_ttl(
+    backend: Backend,
+) -> None:
+    """Ten clients, each with its own store object on one store (as ten processes), five of
+    them holding the shared token, five new; then 1,000 calls spread over 90 s to an
+    endpoint that answers 401 to any token: every call raises UnauthorizedError, and the
+    fleet makes at most 2 token requests in any 30 s (credentials_error_ttl), 4 in all, as
+    one client would. A replacement the API rejected is kept by every client that takes
+    it from the store, also one that had no token before."""
+    clock = FakeClock()
+    fake = FakeEntur(clock=clock)
+    fake.route("/denied", status=401)
+    retry = RetryPolicy(credentials_error_ttl=30)
+    clients = [fake.client(token_store=backend.make(), clock=clock, retry=retry) for _ in range(10)]
+    fetched_at: list[float] = []
+    for client in clients[:5]:
+        assert await call(client) == 200
+    assert fake.token_count == 1
+    fetched_at.append(clock.monotonic())
+    for i in range(1000):
+        with pytest.raises(UnauthorizedError):
+            await clients[i % 10].get("/denied")
+        fetched_at += [clock.monotonic()] * (fake.token_count - len(fetched_at))
+        clock.advance(0.09)
+    for client in clients:
+        await client.aclose()
+    assert most_in_any_window(fetched_at, 30.0) == 2
+    assert len(fetched_at) == 4, fetched_at  # at 0 s (the first and its replacement), 30, 60
+
+
+async def test_single_revocation_across_clients_on_a_store_costs_one_refetch(
+    backend: Backend,
+) -> None:
+    """Ten clients on one store, each with its own store object; every token is revoked
+    once, then 100 concurrent calls: all succeed after exactly one re-fetch between them,
+    and the replacement keeps serving (the 401-storm guard never holds a working token)."""
+    fake = FakeEntur()
+    clients = [fake.client(token_store=backend.make()) for _ in range(10)]
+    assert await calls(*clients) == [200] * 10
+    assert fake.token_count == 1
+    fake.revoke_all()
+    assert await calls(*clients, each=10) == [200] * 100
+    assert await calls(*clients, each=10) == [200] * 100
+    for client in clients:
+        await client.aclose()
+    assert fake.token_count == 2
+
+
+async def test_concurrent_401_storm_across_clients_on_a_store_makes_two_token_requests(
+    backend: Backend,
+) -> None:
+    """Ten new clients on one store, each with its own store object, in bursts of 1,000
+    concurrent calls (100 per client) to an endpoint that answers 401 to any token: every
+    call raises UnauthorizedError; the first burst makes 2 token requests between all ten
+    (the first token and one replacement: no client finds the store empty while the
+    rejected token is replaced, and fetches one of its own), a burst 29 s later none, one
+    30 s after the replacement arrived exactly one more."""
+    clock = FakeClock()
+    fake = FakeEntur(clock=clock)
+    fake.route("/denied", status=401)
+    retry = RetryPolicy(credentials_error_ttl=30)
+    clients = [fake.client(clock=clock, token_store=backend.make(), retry=retry) for _ in range(10)]
+    failed: list[type[BaseException]] = []
+
+    async def denied(client: EnturClient) -> None:
+        try:
+            await client.get("/denied")
+        except Exception as exc:
+            failed.append(type(exc))
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(100):
+                for client in clients:
+                    tg.start_soon(denied, client)
+
+    async with AsyncExitStack() as stack:
+        for client in clients:
+            await stack.enter_async_context(client)
+        await burst()
+        assert fake.token_count == 2
+        clock.advance(29)
+        await burst()
+        assert fake.token_count == 2
+        clock.advance(1)
+        await burst()
+        assert fake.token_count == 3
+    assert failed == [UnauthorizedError] * 3000
