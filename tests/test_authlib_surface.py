@@ -147,7 +147,8 @@ async def test_fetch_token_with_arguments_is_refused(fake: FakeEntur) -> None:
 
 async def test_update_token_is_awaited_with_authlibs_signature(fake: FakeEntur) -> None:
     """``update_token=`` is awaited with each new token as
-    ``update_token(token, refresh_token=None, access_token=<previous or None>)``."""
+    ``update_token(token, access_token=<previous or None>)``, exactly as authlib's own
+    ``ensure_active_token`` calls it for the client-credentials grant."""
     calls: list[tuple[OAuth2Token, dict[str, Any]]] = []
 
     async def update_token(token: OAuth2Token, **kwargs: Any) -> None:
@@ -160,9 +161,9 @@ async def test_update_token_is_awaited_with_authlibs_signature(fake: FakeEntur) 
         await client.get("/x")
     assert len(calls) == 2
     assert calls[0][0]["access_token"] == first
-    assert calls[0][1] == {"refresh_token": None, "access_token": None}
+    assert calls[0][1] == {"access_token": None}
     assert calls[1][0]["access_token"] == client.token["access_token"]
-    assert calls[1][1] == {"refresh_token": None, "access_token": first}
+    assert calls[1][1] == {"access_token": first}
 
 
 async def test_a_failing_update_token_does_not_stop_requests(

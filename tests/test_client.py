@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import AsyncIterator, Generator
 
@@ -196,7 +197,10 @@ def _recording_transport(fake: FakeEntur, seen: list[httpx2.Request]) -> httpx2.
 
     class Recording(httpx2.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-            seen.append(request)
+            # A snapshot: the client takes the bearer off the request once it is answered.
+            snapshot = copy.copy(request)
+            snapshot.headers = request.headers.copy()
+            seen.append(snapshot)
             if request.url.host in {"api.entur.test", "partner.entur.test", "extra.entur.test"}:
                 return await inner.handle_async_request(request)
             return httpx2.Response(200, json={"elsewhere": True})
