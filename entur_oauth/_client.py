@@ -690,6 +690,8 @@ class EnturClient(_TokenSurface):
             if not await manager.invalidate(token):
                 detail = _STORM_DETAIL
             elif _replayable(request.stream):
+                # This answer stays in a local of send's frame: no echo of the token in it.
+                _without_echo(response, _bearer_of(request))
                 await response.aclose()
                 logger.debug("API answered %d; retrying once with a new token", status)
                 retried = await self._retry(request, stream, follow_redirects)
@@ -754,8 +756,7 @@ async def _raise_for_entur_status(
         finally:
             await response.aclose()
     _strip_bearer(request, response, False)
-    if bearer is not None:
-        response = _without_echo(response, bearer.reveal())
+    _without_echo(response, bearer)
     url = request.url.copy_with(query=None)
     message = template.format(url=url, env=client.environment.name, detail=detail)
     raise error_class(message, request=request, response=response)
@@ -767,33 +768,29 @@ def _bearer_of(request: httpx2.Request) -> Secret | None:
     return Secret(header.removeprefix("Bearer ")) if header else None
 
 
-def _without_echo(response: httpx2.Response, token: str) -> httpx2.Response:
-    """Return ``response``, or a copy of it with ``token`` blanked in its headers, body and
-    reason phrase when the API echoed it there (a debug endpoint, a proxy's error page)."""
-    raw, needle = response.content, token.encode()
+def _without_echo(response: httpx2.Response, bearer: Secret | None) -> None:
+    """Blank the ``bearer`` token in ``response``'s headers, body and reason phrase when the
+    API echoed it there (a debug endpoint, a proxy's error page). In place: the frames the
+    error passes through hold this very response."""
+    if bearer is None:
+        return
+    token = bearer.reveal()
+    needle = token.encode()
+    try:
+        raw = response.content
+    except httpx2.ResponseNotRead:  # a stream, closed unread before the retry
+        raw = b""
     headers = response.headers.multi_items()
     reason = response.extensions.get("reason_phrase", b"")
-    if needle not in raw and needle not in reason and all(token not in v for _, v in headers):
-        return response
-    extensions = dict(response.extensions)
-    if isinstance(reason, bytes):
-        extensions["reason_phrase"] = reason.replace(needle, b"[redacted]")
-    content = raw.replace(needle, b"[redacted]")
-    # The body is decoded already: drop its encoding and give its new length.
-    skip = {"content-encoding", "content-length", "transfer-encoding"}
-    kept = [(k, v.replace(token, "[redacted]")) for k, v in headers if k.lower() not in skip]
-    kept.append(("Content-Length", str(len(content))))
-    copy = httpx2.Response(
-        response.status_code,
-        headers=kept,
-        content=content,
-        request=response.request,
-        extensions=extensions,
-    )
-    copy.history = response.history
-    with suppress(RuntimeError):  # never read: nothing to copy
-        copy.elapsed = response.elapsed
-    return copy
+    if isinstance(reason, bytes) and needle in reason:
+        response.extensions["reason_phrase"] = reason.replace(needle, b"[redacted]")
+    if any(token in value for _, value in headers):
+        response.headers = httpx2.Headers(
+            [(name, value.replace(token, "[redacted]")) for name, value in headers]
+        )
+    if needle in raw:
+        # httpx2 offers no public way to replace a read body; its decoded copy is this.
+        response._content = raw.replace(needle, b"[redacted]")
 
 
 class _BodyStream(httpx2.AsyncByteStream):
