@@ -18,6 +18,7 @@ from entur_oauth import (
     Environment,
     ForbiddenError,
     InvalidCredentialsError,
+    RefreshPolicy,
     RetryPolicy,
     Secret,
     SessionTimeoutError,
@@ -650,3 +651,43 @@ def test_empty_or_mistyped_secrets_are_configuration_errors(secret: object) -> N
     """Secret('') and non-string secrets fail at construction with our error."""
     with pytest.raises(ConfigurationError):
         EnturClient("cid", secret, client_name="acme-app")  # type: ignore[arg-type]
+
+
+async def test_cancelled_on_entry_leaves_no_task_group_open(fake: FakeEntur) -> None:
+    """``async with client`` cancelled while entering (the background refresher starting)
+    closes its task group and its connections before the cancellation goes on: the
+    caller's cancel scopes stay intact (asyncio and trio alike) and the client is closed."""
+    client = fake.client(refresh=RefreshPolicy(background=True))
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with client:
+            pytest.fail("the body ran in a cancelled scope")
+    assert scope.cancelled_caught
+    assert client.is_closed
+    # A cancel scope and a task group of the caller's still work.
+    with anyio.move_on_after(5) as later:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep, 0)
+        await anyio.sleep(0.001)
+    assert not later.cancelled_caught
+    async with fake.client() as again:
+        assert (await again.get("/x")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("retry", 3),
+        ("refresh", "x"),
+        ("clock", object()),
+        ("base_url", "https://h:abc"),
+        ("base_url", 7),
+    ],
+)
+async def test_settings_of_the_wrong_kind_are_refused_at_construction(
+    fake: FakeEntur, setting: str, value: object
+) -> None:
+    """``retry=3``, ``refresh="x"``, ``clock=object()`` and an unparsable ``base_url`` raise
+    a ConfigurationError naming the setting at construction, not a raw error later."""
+    with pytest.raises(ConfigurationError, match=setting):
+        fake.client(**{setting: value})
