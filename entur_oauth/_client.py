@@ -30,7 +30,7 @@ import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn, Self, cast
 from urllib.parse import parse_qsl
 
 import anyio
@@ -290,6 +290,13 @@ class _TokenSurface(AsyncOAuth2Client):
     introspect_token = _refused("introspect_token")
     register_client_auth_method = _refused("register_client_auth_method")
 
+    def __repr__(self) -> str:
+        # getattr: a traceback's capture_locals shows a client whose __init__ failed.
+        kind = f"client_id={self.client_id!r}" if getattr(self, "_manager", None) else "open API"
+        env = getattr(getattr(self, "environment", None), "name", None)
+        name = getattr(self, "client_name", None)
+        return f"<EnturClient environment={env!r} {kind} client_name={name!r}>"
+
     def _in_scope(self, url: httpx2.URL) -> bool:
         """Tell whether ``url`` is on a host that receives the token (the API's own)."""
         # scheme/host/port are plain attribute reads on httpx2's parsed URL; netloc would
@@ -353,6 +360,27 @@ class _TokenSurface(AsyncOAuth2Client):
             self._check_loop(closing=True)
 
     # -- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build a client from ``ENTUR_*`` environment variables.
+
+        Reads ``ENTUR_CLIENT_ID``, ``ENTUR_CLIENT_SECRET``, ``ENTUR_CLIENT_NAME``,
+        ``ENTUR_ENVIRONMENT`` (default ``production``) and, for a custom environment,
+        ``ENTUR_TOKEN_URL``, ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL``. Keyword arguments
+        override what the variables say (pass ``client_id=None, client_secret=None`` for an
+        open-API client).
+
+        Raises:
+            ConfigurationError: A required variable is missing; the message names it.
+        """
+        kwargs = _env_kwargs(environ if environ is not None else os.environ, overrides)
+        # Raised with neither the variables nor the overrides (the plain secret, maybe)
+        # in this frame's locals.
+        del environ, overrides
+        if isinstance(kwargs, ConfigurationError):
+            raise kwargs
+        return cls(**kwargs)
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()
@@ -517,43 +545,6 @@ class EnturClient(_TokenSurface):
             )
             if seed is not None:
                 self._manager.seed(seed)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """Build a client from ``ENTUR_*`` environment variables.
-
-        Reads ``ENTUR_CLIENT_ID``, ``ENTUR_CLIENT_SECRET``, ``ENTUR_CLIENT_NAME``,
-        ``ENTUR_ENVIRONMENT`` (default ``production``) and, for a custom environment,
-        ``ENTUR_TOKEN_URL``, ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL``. Keyword arguments
-        override what the variables say (pass ``client_id=None, client_secret=None`` for an
-        open-API client).
-
-        Raises:
-            ConfigurationError: A required variable is missing; the message names it.
-        """
-        try:
-            settings = read_env(
-                environ if environ is not None else os.environ,
-                require_credentials=not {"client_id", "client_secret"} <= set(overrides),
-                require_name="client_name" not in overrides,
-            )
-        except ConfigurationError as exc:
-            error = _cleaned(exc)
-        else:
-            kwargs: dict[str, Any] = {
-                "client_id": settings.client_id,
-                "client_secret": settings.client_secret,
-                "client_name": settings.client_name,
-                "environment": settings.environment,
-            }
-            kwargs.update(overrides)
-            if isinstance(kwargs["client_secret"], str):  # not plain in this frame's locals
-                kwargs["client_secret"] = Secret(kwargs["client_secret"])
-            del environ, overrides  # they may hold the plain secret
-            return cls(**kwargs)
-        # Raised with neither the variables nor the overrides in this frame's locals.
-        del environ, overrides
-        raise error
 
     # -- requests ------------------------------------------------------------------------
 
@@ -720,13 +711,6 @@ class EnturClient(_TokenSurface):
             )
         except httpx2.HTTPError as exc:
             return _without_bearer(exc, request)
-
-    def __repr__(self) -> str:
-        # getattr: a traceback's capture_locals shows a client whose __init__ failed.
-        kind = f"client_id={self.client_id!r}" if getattr(self, "_manager", None) else "open API"
-        env = getattr(getattr(self, "environment", None), "name", None)
-        name = getattr(self, "client_name", None)
-        return f"<EnturClient environment={env!r} {kind} client_name={name!r}>"
 
 
 async def _raise_for_entur_status(
@@ -895,7 +879,7 @@ def _loop_probe(loop: object) -> Callable[[], object]:
 def _checked_settings(
     client_id: object,
     secret: object,
-    token: object,
+    token: Any,
     *,
     client_name: object,
     environment: Any,
@@ -924,10 +908,36 @@ def _checked_settings(
     return env, name, clock, seed
 
 
+def _env_kwargs(
+    environ: Mapping[str, str], overrides: dict[str, Any]
+) -> dict[str, Any] | ConfigurationError:
+    """Return the constructor's arguments ``ENTUR_*`` variables and ``overrides`` give,
+    the secret as a :class:`Secret`; or the (cleaned) error to raise."""
+    try:
+        settings = read_env(
+            environ,
+            require_credentials=not {"client_id", "client_secret"} <= set(overrides),
+            require_name="client_name" not in overrides,
+        )
+    except ConfigurationError as exc:
+        return _cleaned(exc)
+    kwargs: dict[str, Any] = {
+        "client_id": settings.client_id,
+        "client_secret": settings.client_secret,
+        "client_name": settings.client_name,
+        "environment": settings.environment,
+    }
+    kwargs.update(overrides)
+    if isinstance(kwargs["client_secret"], str):  # not plain in the caller's locals
+        kwargs["client_secret"] = Secret(kwargs["client_secret"])
+    return kwargs
+
+
 def _seeded(value: object, clock: Clock) -> Token | ConfigurationError | None:
     """Parse a token set on ``client.token``: the Token, the (cleaned) error, or ``None``."""
     try:
-        return seed_token(value, clock) if value is not None else None  # type: ignore[arg-type]
+        # seed_token refuses a non-mapping with a ConfigurationError.
+        return seed_token(cast("Mapping[str, Any]", value), clock) if value is not None else None
     except ConfigurationError as exc:
         return _cleaned(exc)
 
@@ -1100,5 +1110,6 @@ def _strip_bearer(request: httpx2.Request, response: httpx2.Response, stream: bo
     if response.history or response.request is not request:
         for sent in (response.request, *(r.request for r in response.history)):
             sent.headers.pop("Authorization", None)
-    if stream:
-        response.stream = _BodyStream(response.stream, request)
+    body = response.stream
+    if stream and isinstance(body, httpx2.AsyncByteStream):
+        response.stream = _BodyStream(body, request)
