@@ -691,3 +691,16 @@ async def test_settings_of_the_wrong_kind_are_refused_at_construction(
     a ConfigurationError naming the setting at construction, not a raw error later."""
     with pytest.raises(ConfigurationError, match=setting):
         fake.client(**{setting: value})
+
+
+async def test_user_event_hooks_see_the_token_request_too(fake: FakeEntur) -> None:
+    """A request event hook runs on the token request as well (as the README warns: its
+    body holds the secret), so a hook can tell it by ``client.environment.token_url``."""
+    urls: list[str] = []
+
+    async def hook(request: httpx2.Request) -> None:
+        urls.append(str(request.url))
+
+    async with fake.client(event_hooks={"request": [hook]}) as client:
+        await client.get("/x")
+    assert urls == [client.environment.token_url, "https://api.entur.test/x"]
