@@ -704,3 +704,22 @@ async def test_user_event_hooks_see_the_token_request_too(fake: FakeEntur) -> No
     async with fake.client(event_hooks={"request": [hook]}) as client:
         await client.get("/x")
     assert urls == [client.environment.token_url, "https://api.entur.test/x"]
+
+
+async def test_answered_requests_carry_no_bearer_whatever_headers_they_had(
+    fake: FakeEntur,
+) -> None:
+    """The request of a returned API response has no Authorization, also when the caller
+    set one of their own (the bearer replaced it) or an event hook added headers after it;
+    the API did get the bearer each time."""
+
+    async def add_header(request: httpx2.Request) -> None:
+        request.headers["X-Late"] = "1"
+
+    async with fake.client(event_hooks={"request": [add_header]}) as client:
+        plain = await client.get("/x")
+        own = await client.get("/x", headers={"Authorization": "Basic dTpw", "X-A": "1"})
+    for response in (plain, own):
+        assert response.status_code == 200
+        assert "authorization" not in response.request.headers
+    assert all(r.headers["authorization"].startswith("Bearer ") for r in fake.api_requests)
