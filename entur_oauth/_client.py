@@ -183,7 +183,7 @@ class _TokenSurface(AsyncOAuth2Client):
         """The current token as authlib's ``OAuth2Token``; ``None`` before the first.
 
         Setting it (authlib's dict) makes the client use that token from now on, without
-        a token request, as authlib does.
+        a token request, as authlib does; ``None`` or an expired token changes nothing.
         """
         return self.token_auth.token
 
@@ -792,18 +792,22 @@ class _BodyStream(httpx2.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = self._inner.__aiter__()
-        while True:
-            error: httpx2.HTTPError | None = None
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                return
-            except httpx2.HTTPError as exc:
-                error = _without_bearer(exc, self._request)
-            if error is not None:
-                await _close_quietly(chunks)
-                raise error  # outside the except block: no chain to httpcore's frames
-            yield chunk
+        try:
+            while True:
+                error: httpx2.HTTPError | None = None
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+                except httpx2.HTTPError as exc:
+                    error = _without_bearer(exc, self._request)
+                if error is not None:
+                    raise error  # outside the except block: no chain to httpcore's frames
+                yield chunk
+        finally:
+            # Also when the reader stops early: the inner generator is closed now, not
+            # whenever the garbage collector finds it.
+            await _close_quietly(chunks)
 
     async def aclose(self) -> None:
         error: httpx2.HTTPError | None = None
