@@ -6,6 +6,8 @@ that never talks to an API (the CLI's cached ``token`` path) must not import htt
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
 
 from ._errors import EnturError
@@ -23,6 +25,10 @@ class APIError(EnturError, httpx2.HTTPStatusError):
     def __init__(self, message: str, *, request: httpx2.Request, response: httpx2.Response) -> None:
         super().__init__(message, request=request, response=response)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # BaseException's pickle calls cls(*args), which lacks the keyword-only arguments.
+        return (_rebuild, (type(self), str(self), self.request, self.response), self.__dict__)
+
     @property
     def status_code(self) -> int:
         """The HTTP status the API answered."""
@@ -39,3 +45,10 @@ class ForbiddenError(APIError):
 
 class SessionTimeoutError(APIError):
     """Raised when the API answered 408 even after one retry with a freshly fetched token."""
+
+
+def _rebuild(
+    cls: type[APIError], message: str, request: httpx2.Request, response: httpx2.Response
+) -> APIError:
+    """Unpickle an APIError (see ``APIError.__reduce__``)."""
+    return cls(message, request=request, response=response)

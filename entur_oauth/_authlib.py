@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
         def parse_response_token(self, resp: httpx2.Response) -> Any: ...
 
+        def client_auth(self, auth_method: Any) -> Any: ...
+
     class OAuth2Token(dict[str, Any]):
         """authlib's token: a dict with ``access_token``, ``expires_at``, ... ."""
 

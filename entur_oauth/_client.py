@@ -28,10 +28,10 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn, Self, cast
 from urllib.parse import parse_qsl
 
 import anyio
@@ -42,7 +42,7 @@ from ._authlib import AsyncOAuth2Client, OAuth2Token
 from ._clock import Clock, SystemClock
 from ._codec import TokenCodec, store_key
 from ._config import read_env, resolve_environment, validate_client_name
-from ._environments import Environment, is_loopback_host
+from ._environments import Environment, check_url, is_loopback_host
 from ._errors import (
     ConfigurationError,
     EventLoopError,
@@ -184,16 +184,24 @@ class _TokenSurface(AsyncOAuth2Client):
         """The current token as authlib's ``OAuth2Token``; ``None`` before the first.
 
         Setting it (authlib's dict) makes the client use that token from now on, without
-        a token request, as authlib does.
+        a token request, as authlib does; ``None`` or an expired token changes nothing.
         """
         return self.token_auth.token
 
     @token.setter
     def token(self, value: Any) -> None:
-        seeded = seed_token(value, self._clock) if value is not None else None
-        self.token_auth.set_token(value)
-        if seeded is not None and self._manager is not None:
-            self._manager.seed(seeded)
+        seeded = _seeded(value, self._clock)
+        del value  # not in the locals of the frame raising a ConfigurationError
+        if isinstance(seeded, ConfigurationError):
+            raise seeded
+        manager = self._manager
+        if manager is None:
+            return  # an open-API client sends no token: it has none to show
+        if seeded is not None:
+            manager.seed(seeded)
+        # What requests use from now on: an expired or None token is not installed.
+        current = manager.current
+        self.token_auth.set_token(oauth2_token(current) if current is not None else None)
 
     async def get_access_token(self) -> str:
         """Return a valid access token, reused or freshly fetched, to hand to another library.
@@ -261,12 +269,34 @@ class _TokenSurface(AsyncOAuth2Client):
             )
         super().register_compliance_hook(hook_type, hook)
 
+    def client_auth(self, auth_method: Any) -> Any:
+        """authlib's client authentication, for the JSON body Entur documents only.
+
+        Raises:
+            UnsupportedOperationError: Any other method (``client_secret_basic``, ...): the
+                secret is kept in a :class:`Secret`, so it would build wrong credentials.
+        """
+        if auth_method != _AUTH_METHOD:
+            raise UnsupportedOperationError(
+                f"EnturClient.client_auth({auth_method!r}) is not available: the client "
+                f"authenticates with the JSON body Entur documents ({_AUTH_METHOD!r}); "
+                "`await client.fetch_token()` gets a token."
+            )
+        return super().client_auth(auth_method)
+
     refresh_token = _refused("refresh_token")
     create_authorization_url = _refused("create_authorization_url")
     token_from_fragment = _refused("token_from_fragment")
     revoke_token = _refused("revoke_token")
     introspect_token = _refused("introspect_token")
     register_client_auth_method = _refused("register_client_auth_method")
+
+    def __repr__(self) -> str:
+        # getattr: a traceback's capture_locals shows a client whose __init__ failed.
+        kind = f"client_id={self.client_id!r}" if getattr(self, "_manager", None) else "open API"
+        env = getattr(getattr(self, "environment", None), "name", None)
+        name = getattr(self, "client_name", None)
+        return f"<EnturClient environment={env!r} {kind} client_name={name!r}>"
 
     def _in_scope(self, url: httpx2.URL) -> bool:
         """Tell whether ``url`` is on a host that receives the token (the API's own)."""
@@ -294,7 +324,8 @@ class _TokenSurface(AsyncOAuth2Client):
             return
         old = previous.get("access_token") if previous else None
         try:
-            result = hook(new, refresh_token=None, access_token=old)
+            # Exactly as authlib's own ensure_active_token calls it for this grant.
+            result = hook(new, access_token=old)
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:  # a persistence hook must not stop requests
@@ -331,19 +362,40 @@ class _TokenSurface(AsyncOAuth2Client):
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build a client from ``ENTUR_*`` environment variables.
+
+        Reads ``ENTUR_CLIENT_ID``, ``ENTUR_CLIENT_SECRET``, ``ENTUR_CLIENT_NAME``,
+        ``ENTUR_ENVIRONMENT`` (default ``production``) and, for a custom environment,
+        ``ENTUR_TOKEN_URL``, ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL``. Keyword arguments
+        override what the variables say (pass ``client_id=None, client_secret=None`` for an
+        open-API client).
+
+        Raises:
+            ConfigurationError: A required variable is missing; the message names it.
+        """
+        kwargs = _env_kwargs(environ if environ is not None else os.environ, overrides)
+        # Raised with neither the variables nor the overrides (the plain secret, maybe)
+        # in this frame's locals.
+        del environ, overrides
+        if isinstance(kwargs, ConfigurationError):
+            raise kwargs
+        return cls(**kwargs)
+
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         manager = self._manager
         if manager is not None:
-            self._check_loop()
-            self._exit_stack = AsyncExitStack()
-            task_group = self._task_group
-            if task_group is None:
-                task_group = await self._exit_stack.enter_async_context(anyio.create_task_group())
-            # Stop the manager's tasks on exit, also when they run in the user's task group
-            # (which would otherwise wait for the refresher forever).
-            self._exit_stack.callback(manager.stop)
-            await manager.start(task_group)
+            try:
+                self._check_loop()
+                self._exit_stack = await _start(manager, self._task_group)
+            except BaseException:
+                # Cancelled or failed on entry: the task group is closed already; close
+                # the connections too, as __aexit__ will not run.
+                with anyio.CancelScope(shield=True):
+                    await super().__aexit__(None, None, None)
+                raise
         return self
 
     async def __aexit__(
@@ -386,9 +438,10 @@ class EnturClient(_TokenSurface):
     ``OAuth2Token``), ``await fetch_token()`` (a new token now, used from then on),
     ``ensure_active_token()``, ``update_token=`` (awaited with each new token),
     ``register_compliance_hook("access_token_response", hook)``, ``parse_response_token``
-    and ``client_auth``. ``refresh_token``, ``create_authorization_url``,
-    ``token_from_fragment``, ``revoke_token``, ``introspect_token`` and
-    ``register_client_auth_method`` raise ``UnsupportedOperationError``, saying what to use.
+    and ``client_auth`` (for the client's own JSON method). ``refresh_token``,
+    ``create_authorization_url``, ``token_from_fragment``, ``revoke_token``,
+    ``introspect_token`` and ``register_client_auth_method`` raise
+    ``UnsupportedOperationError``, saying what to use.
 
     Args:
         client_id: The client id from Entur Partner; ``None`` for the open APIs.
@@ -402,7 +455,7 @@ class EnturClient(_TokenSurface):
             background refresher, instead of a task group of its own.
         clock: Time source, for tests.
         token: A token to start with (authlib's ``{"access_token": ..., "expires_at": ...}``).
-        update_token: authlib's hook, awaited as ``update_token(token, refresh_token=None,
+        update_token: authlib's hook, awaited as ``update_token(token,
             access_token=<the previous access token or None>)`` with each new token.
         **httpx_options: Any ``httpx2.AsyncClient`` option (``transport``, ``timeout``,
             ``headers``, ``event_hooks``, ``limits``, ...). ``base_url`` defaults to the
@@ -429,12 +482,27 @@ class EnturClient(_TokenSurface):
         **httpx_options: Any,
     ) -> None:
         # Validate everything before authlib and httpx build anything, so a bad setting
-        # leaves no half-built client behind (authlib's __del__ trips over those).
-        env = resolve_environment(environment)
-        name = validate_client_name(client_name)
-        secret = _check_settings(client_id, client_secret, token_store, httpx_options)
-        clock = clock or SystemClock()
-        seed = seed_token(token, clock) if token is not None and secret is not None else None
+        # leaves no half-built client behind (authlib's __del__ trips over those). The
+        # plain secret and token= are dropped first: an error's traceback frames (a
+        # logger's capture_locals, a crash reporter) would show them.
+        secret = Secret(client_secret) if isinstance(client_secret, str) else client_secret
+        del client_secret
+        checked = _checked_settings(
+            client_id,
+            secret,
+            token,
+            client_name=client_name,
+            environment=environment,
+            store=token_store,
+            refresh=refresh,
+            retry=retry,
+            clock=clock,
+            options=httpx_options,
+        )
+        del token
+        if isinstance(checked, ConfigurationError):
+            raise checked
+        env, name, clock, seed = checked
         retry = retry or RetryPolicy()
         headers = httpx2.Headers(httpx_options.pop("headers", None))
         headers["ET-Client-Name"] = name
@@ -449,7 +517,8 @@ class EnturClient(_TokenSurface):
             token_endpoint_auth_method=_AUTH_METHOD if client_id else None,
             token_endpoint=env.token_url,
             grant_type="client_credentials",
-            token=token,
+            # An expired token= is ignored: client.token shows what requests will use.
+            token=oauth2_token(seed) if seed is not None else None,
             update_token=update_token,
             headers=headers,
             **httpx_options,
@@ -477,33 +546,6 @@ class EnturClient(_TokenSurface):
             )
             if seed is not None:
                 self._manager.seed(seed)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """Build a client from ``ENTUR_*`` environment variables.
-
-        Reads ``ENTUR_CLIENT_ID``, ``ENTUR_CLIENT_SECRET``, ``ENTUR_CLIENT_NAME``,
-        ``ENTUR_ENVIRONMENT`` (default ``production``) and, for a custom environment,
-        ``ENTUR_TOKEN_URL``, ``ENTUR_AUDIENCE``, ``ENTUR_API_BASE_URL``. Keyword arguments
-        override what the variables say (pass ``client_id=None, client_secret=None`` for an
-        open-API client).
-
-        Raises:
-            ConfigurationError: A required variable is missing; the message names it.
-        """
-        settings = read_env(
-            environ if environ is not None else os.environ,
-            require_credentials=not {"client_id", "client_secret"} <= set(overrides),
-            require_name="client_name" not in overrides,
-        )
-        kwargs: dict[str, Any] = {
-            "client_id": settings.client_id,
-            "client_secret": settings.client_secret,
-            "client_name": settings.client_name,
-            "environment": settings.environment,
-        }
-        kwargs.update(overrides)
-        return cls(**kwargs)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -594,9 +636,8 @@ class EnturClient(_TokenSurface):
         else:
             if response.status_code in _STATUS_MESSAGES:  # 401, 403, 408: one lookup
                 return await self._rejected(request, response, token, stream, follow_redirects)
-            if stream:
-                # The body is read later, by the caller: an error then carries this request.
-                _strip_bearer(request, response)
+            # Neither raise_for_status() nor a stream's read error may show the bearer.
+            _strip_bearer(request, response, stream)
             return response
         del token  # not left in a local of the frame the error is raised from
         raise error
@@ -640,6 +681,8 @@ class EnturClient(_TokenSurface):
             if not await manager.invalidate(token):
                 detail = _STORM_DETAIL
             elif _replayable(request.stream):
+                # This answer stays in a local of send's frame: no echo of the token in it.
+                _without_echo(response, _bearer_of(request))
                 await response.aclose()
                 logger.debug("API answered %d; retrying once with a new token", status)
                 retried = await self._retry(request, stream, follow_redirects)
@@ -650,9 +693,9 @@ class EnturClient(_TokenSurface):
             else:
                 detail = _NOT_REPLAYABLE_DETAIL
         del token
-        if stream:
-            _strip_bearer(request, response)
-        return await _raise_for_entur_status(self, request, response, stream, detail)
+        bearer = _bearer_of(request)
+        _strip_bearer(request, response, stream)
+        return await _raise_for_entur_status(self, request, response, stream, detail, bearer=bearer)
 
     async def _retry(
         self, request: httpx2.Request, stream: bool, follow_redirects: Any
@@ -669,11 +712,6 @@ class EnturClient(_TokenSurface):
         except httpx2.HTTPError as exc:
             return _without_bearer(exc, request)
 
-    def __repr__(self) -> str:
-        kind = f"client_id={self.client_id!r}" if self._manager else "open API"
-        env, name = self.environment.name, self.client_name
-        return f"<EnturClient environment={env!r} {kind} client_name={name!r}>"
-
 
 async def _raise_for_entur_status(
     client: EnturClient,
@@ -681,8 +719,14 @@ async def _raise_for_entur_status(
     response: httpx2.Response,
     stream: bool,
     detail: str,
+    *,
+    bearer: Secret | None = None,
 ) -> httpx2.Response:
-    """Return ``response``, or raise the APIError an Entur API's 401/403/408 means."""
+    """Return ``response``, or raise the APIError an Entur API's 401/403/408 means.
+
+    ``bearer``: the ``Authorization`` the request carried, blanked in the error's response
+    (an API may echo it).
+    """
     mapped = _STATUS_MESSAGES.get(response.status_code)
     # A status from another host (reached by a redirect) carries no Entur meaning.
     if mapped is None or not client._in_scope(response.request.url):
@@ -695,10 +739,105 @@ async def _raise_for_entur_status(
             await response.aread()
         finally:
             await response.aclose()
-    _strip_bearer(request, response)
+    _strip_bearer(request, response, False)
+    _without_echo(response, bearer)
     url = request.url.copy_with(query=None)
     message = template.format(url=url, env=client.environment.name, detail=detail)
     raise error_class(message, request=request, response=response)
+
+
+def _bearer_of(request: httpx2.Request) -> Secret | None:
+    """Return the token ``request`` carries, wrapped so no frame local shows it."""
+    header = request.headers.get("Authorization")
+    return Secret(header.removeprefix("Bearer ")) if header else None
+
+
+def _without_echo(response: httpx2.Response, bearer: Secret | None) -> None:
+    """Blank the ``bearer`` token in ``response``'s headers, body and reason phrase when the
+    API echoed it there (a debug endpoint, a proxy's error page). In place: the frames the
+    error passes through hold this very response."""
+    if bearer is None:
+        return
+    token = bearer.reveal()
+    needle = token.encode()
+    try:
+        raw = response.content
+    except httpx2.ResponseNotRead:  # a stream, closed unread before the retry
+        raw = b""
+    headers = response.headers.multi_items()
+    reason = response.extensions.get("reason_phrase", b"")
+    if isinstance(reason, bytes) and needle in reason:
+        response.extensions["reason_phrase"] = reason.replace(needle, b"[redacted]")
+    if any(token in value for _, value in headers):
+        response.headers = httpx2.Headers(
+            [(name, value.replace(token, "[redacted]")) for name, value in headers]
+        )
+    if needle in raw:
+        # httpx2 offers no public way to replace a read body; its decoded copy is this.
+        response._content = raw.replace(needle, b"[redacted]")
+
+
+class _BodyStream(httpx2.AsyncByteStream):
+    """An API response body that re-raises a read error without the bearer: httpx2's error
+    chains to httpcore's, whose frames hold the request as sent, token included."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, request: httpx2.Request) -> None:
+        self._inner = inner
+        self._request = request
+
+    @property
+    def elapsed(self) -> Any:
+        """httpx2's ``response.elapsed`` reads it from the stream."""
+        return getattr(self._inner, "elapsed", None)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = self._inner.__aiter__()
+        try:
+            while True:
+                error: httpx2.HTTPError | None = None
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+                except httpx2.HTTPError as exc:
+                    error = _without_bearer(exc, self._request)
+                if error is not None:
+                    raise error  # outside the except block: no chain to httpcore's frames
+                yield chunk
+        finally:
+            # Also when the reader stops early: the inner generator is closed now, not
+            # whenever the garbage collector finds it.
+            await _close_quietly(chunks)
+
+    async def aclose(self) -> None:
+        error: httpx2.HTTPError | None = None
+        try:
+            await self._inner.aclose()
+        except httpx2.HTTPError as exc:
+            error = _without_bearer(exc, self._request)
+        if error is not None:
+            raise error
+
+
+async def _close_quietly(chunks: AsyncIterator[bytes]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with suppress(Exception):
+            await aclose()
+
+
+async def _start(manager: TokenManager, task_group: TaskGroup | None) -> AsyncExitStack:
+    """Start ``manager``'s tasks; return the stack that stops them (and closes the client's
+    own task group). If starting fails or is cancelled, all of it is undone first: a task
+    group left open would corrupt the caller's cancel scopes."""
+    async with AsyncExitStack() as stack:
+        if task_group is None:
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+        # Stop the manager's tasks on exit, also when they run in the user's task group
+        # (which would otherwise wait for the refresher forever).
+        stack.callback(manager.stop)
+        await manager.start(task_group)
+        return stack.pop_all()
 
 
 def _manager_for(
@@ -741,21 +880,91 @@ def _loop_probe(loop: object) -> Callable[[], object]:
     return current_loop
 
 
+def _checked_settings(
+    client_id: object,
+    secret: object,
+    token: Any,
+    *,
+    client_name: object,
+    environment: Any,
+    store: object,
+    refresh: object,
+    retry: object,
+    clock: Any,
+    options: Mapping[str, Any],
+) -> tuple[Environment, str, Clock, Token | None] | ConfigurationError:
+    """Check the constructor's settings; return them resolved, or the error to raise.
+
+    The error is returned, not raised, and stripped of its traceback and chain: their
+    frames hold ``token=`` (the caller deletes it, then raises).
+    """
+    try:
+        env = resolve_environment(environment)
+        name = validate_client_name(client_name)
+        _check_settings(client_id, secret, store, options)
+        _check_policies(refresh, retry, clock)
+        if "base_url" in options:
+            check_url(options["base_url"], "base_url", env.name)
+        clock = clock or SystemClock()
+        seed = seed_token(token, clock) if token is not None and secret is not None else None
+    except ConfigurationError as exc:
+        return _cleaned(exc)
+    return env, name, clock, seed
+
+
+def _env_kwargs(
+    environ: Mapping[str, str], overrides: dict[str, Any]
+) -> dict[str, Any] | ConfigurationError:
+    """Return the constructor's arguments ``ENTUR_*`` variables and ``overrides`` give,
+    the secret as a :class:`Secret`; or the (cleaned) error to raise."""
+    try:
+        settings = read_env(
+            environ,
+            require_credentials=not {"client_id", "client_secret"} <= set(overrides),
+            require_name="client_name" not in overrides,
+        )
+    except ConfigurationError as exc:
+        return _cleaned(exc)
+    kwargs: dict[str, Any] = {
+        "client_id": settings.client_id,
+        "client_secret": settings.client_secret,
+        "client_name": settings.client_name,
+        "environment": settings.environment,
+    }
+    kwargs.update(overrides)
+    if isinstance(kwargs["client_secret"], str):  # not plain in the caller's locals
+        kwargs["client_secret"] = Secret(kwargs["client_secret"])
+    return kwargs
+
+
+def _seeded(value: object, clock: Clock) -> Token | ConfigurationError | None:
+    """Parse a token set on ``client.token``: the Token, the (cleaned) error, or ``None``."""
+    try:
+        # seed_token refuses a non-mapping with a ConfigurationError.
+        return seed_token(cast("Mapping[str, Any]", value), clock) if value is not None else None
+    except ConfigurationError as exc:
+        return _cleaned(exc)
+
+
+def _cleaned(error: ConfigurationError) -> ConfigurationError:
+    """Drop ``error``'s traceback and chain (frames that held a secret); its message says
+    all there is to say."""
+    error.__cause__ = error.__context__ = None
+    error.__suppress_context__ = True
+    return error.with_traceback(None)
+
+
 def _check_settings(
-    client_id: object, client_secret: object, token_store: object, options: Mapping[str, Any]
-) -> Secret | None:
-    """Check the credentials, the store and the httpx2 options; return the secret."""
+    client_id: object, secret: object, token_store: object, options: Mapping[str, Any]
+) -> None:
+    """Check the credentials, the store and the httpx2 options."""
     if client_id is not None and not isinstance(client_id, str):
         raise ConfigurationError(f"client_id must be a str, not {type(client_id).__name__}.")
-    if client_secret is not None and not isinstance(client_secret, str | Secret):
+    if secret is not None and not isinstance(secret, Secret):
         raise ConfigurationError(
-            f"client_secret must be a str or a Secret, not {type(client_secret).__name__}."
+            f"client_secret must be a str or a Secret, not {type(secret).__name__}."
         )
-    if (
-        (client_id is None) != (client_secret is None)
-        or client_id == ""
-        or (client_secret is not None and not client_secret)
-    ):
+    if (client_id is None) != (secret is None) or client_id == "" or secret == Secret(""):
         raise ConfigurationError(
             "Give both client_id and client_secret (a partner-API client) or neither "
             "(an open-API client); one of them is missing or empty."
@@ -771,7 +980,26 @@ def _check_settings(
             f"Unknown option(s) {sorted(unknown)}: EnturClient takes the Entur options "
             "and the httpx2.AsyncClient options only."
         )
-    return Secret(client_secret) if isinstance(client_secret, str) else client_secret
+
+
+def _check_policies(refresh: object, retry: object, clock: object) -> None:
+    """Refuse a ``refresh``, ``retry`` or ``clock`` of the wrong type now, not at first use."""
+    for setting, value, kind in (
+        ("refresh", refresh, RefreshPolicy),
+        ("retry", retry, RetryPolicy),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise ConfigurationError(
+                f"{setting} must be a {kind.__name__} (or None), not {type(value).__name__}; "
+                f"for example {setting}={kind.__name__}()."
+            )
+    if clock is not None and not all(
+        callable(getattr(clock, method, None)) for method in ("monotonic", "time", "sleep")
+    ):
+        raise ConfigurationError(
+            f"clock must have monotonic(), time() and async sleep() (see entur_oauth.Clock), "
+            f"not {type(clock).__name__}."
+        )
 
 
 _HTTPX_OPTIONS = frozenset(
@@ -881,9 +1109,13 @@ def _without_bearer(exc: httpx2.HTTPError, request: httpx2.Request) -> httpx2.HT
         sent = exc.request
     except RuntimeError:  # httpx2 raises this when no request was attached
         sent = request
+    bearer = request.headers.get("Authorization") or sent.headers.get("Authorization")
     for each in (request, sent):
         each.headers.pop("Authorization", None)
     message = str(exc)
+    if bearer:  # a transport may quote the header it was given
+        message = message.replace(bearer.removeprefix("Bearer "), "[redacted]")
+    del bearer
     if isinstance(exc, httpx2.HTTPStatusError):  # from a user's response event hook
         return type(exc)(message, request=sent, response=exc.response)
     if isinstance(exc, httpx2.RequestError):
@@ -891,8 +1123,21 @@ def _without_bearer(exc: httpx2.HTTPError, request: httpx2.Request) -> httpx2.HT
     return httpx2.TransportError(message, request=sent)
 
 
-def _strip_bearer(request: httpx2.Request, response: httpx2.Response) -> None:
+def _strip_bearer(request: httpx2.Request, response: httpx2.Response, stream: bool) -> None:
     """Take the token off every request a response or an error about it carries (a
-    same-origin redirect keeps the header on the request httpx2 built for it)."""
-    for sent in (request, response.request, *(r.request for r in response.history)):
-        sent.headers.pop("Authorization", None)
+    same-origin redirect keeps the header on the request httpx2 built for it); a streamed
+    body's read errors are re-raised without the bearer httpcore's frames hold."""
+    # This runs on every API request, and httpx2's public del/pop first work out the
+    # headers' encoding by decoding every header (3 us, as much as the rest of our
+    # per-request work). send appended the header last: drop that entry when it is there.
+    entries = getattr(request.headers, "_list", None)
+    if entries and entries[-1][1] == b"authorization":
+        entries.pop()
+    else:  # replaced a user's own header in place, or httpx2 changed: the public way
+        request.headers.pop("Authorization", None)
+    if response.history or response.request is not request:
+        for sent in (response.request, *(r.request for r in response.history)):
+            sent.headers.pop("Authorization", None)
+    body = response.stream
+    if stream and isinstance(body, httpx2.AsyncByteStream):
+        response.stream = _BodyStream(body, request)

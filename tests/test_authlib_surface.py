@@ -3,6 +3,7 @@ documents it, or is refused with an EnturError that says what to use instead."""
 
 from __future__ import annotations
 
+import pickle
 import pydoc
 import time
 from typing import Any
@@ -13,11 +14,15 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc6749 import OAuth2Token
 
 from entur_oauth import (
+    APIError,
     ConfigurationError,
     EnturClient,
     EnturError,
+    ForbiddenError,
     MemoryTokenStore,
+    SessionTimeoutError,
     TokenRequestError,
+    UnauthorizedError,
 )
 from entur_oauth._errors import UnsupportedOperationError
 from entur_oauth.testing import FakeEntur, ScriptedResponse
@@ -31,7 +36,7 @@ WORKS = {
     "ensure_active_token": "test_ensure_active_token_makes_no_request_while_valid",
     "parse_response_token": "test_parse_response_token_returns_an_oauth2_token",
     "register_compliance_hook": "test_access_token_response_hooks_run_on_every_token_response",
-    "client_auth": "test_client_auth_is_entur_json_body",
+    "client_auth": "test_client_auth_refuses_methods_that_would_send_wrong_credentials",
     # Class-level constants authlib's own methods read; inert here, kept as authlib sets them.
     "EXTRA_AUTHORIZE_PARAMS": "test_every_authlib_name_is_covered",
     "SESSION_REQUEST_PARAMS": "test_every_authlib_name_is_covered",
@@ -147,7 +152,8 @@ async def test_fetch_token_with_arguments_is_refused(fake: FakeEntur) -> None:
 
 async def test_update_token_is_awaited_with_authlibs_signature(fake: FakeEntur) -> None:
     """``update_token=`` is awaited with each new token as
-    ``update_token(token, refresh_token=None, access_token=<previous or None>)``."""
+    ``update_token(token, access_token=<previous or None>)``, exactly as authlib's own
+    ``ensure_active_token`` calls it for the client-credentials grant."""
     calls: list[tuple[OAuth2Token, dict[str, Any]]] = []
 
     async def update_token(token: OAuth2Token, **kwargs: Any) -> None:
@@ -160,9 +166,9 @@ async def test_update_token_is_awaited_with_authlibs_signature(fake: FakeEntur) 
         await client.get("/x")
     assert len(calls) == 2
     assert calls[0][0]["access_token"] == first
-    assert calls[0][1] == {"refresh_token": None, "access_token": None}
+    assert calls[0][1] == {"access_token": None}
     assert calls[1][0]["access_token"] == client.token["access_token"]
-    assert calls[1][1] == {"refresh_token": None, "access_token": first}
+    assert calls[1][1] == {"access_token": first}
 
 
 async def test_a_failing_update_token_does_not_stop_requests(
@@ -296,3 +302,73 @@ def test_help_reads_as_an_entur_client() -> None:
     assert "Entur's APIs" in head
     for name in ("fetch_token", "ensure_active_token", "update_token", *REFUSED):
         assert name in head
+
+
+async def test_setting_client_token_keeps_it_in_step_with_requests(fake: FakeEntur) -> None:
+    """``client.token = None`` and ``client.token = <expired>`` do not change the token
+    requests use, and ``client.token`` keeps showing that token; a valid one is used and
+    shown."""
+    async with fake.client() as client:
+        await client.get("/x")
+        live = client.token["access_token"]
+        client.token = None
+        await client.get("/x")
+        assert fake.api_requests[-1].headers["authorization"] == f"Bearer {live}"
+        assert client.token["access_token"] == live
+        client.token = {"access_token": "expired1", "expires_at": time.time() - 10}
+        await client.get("/x")
+        assert fake.api_requests[-1].headers["authorization"] == f"Bearer {live}"
+        assert client.token["access_token"] == live
+        client.token = {"access_token": "seeded1", "expires_in": 3600}
+        assert client.token["access_token"] == "seeded1"
+    assert fake.token_count == 1
+
+
+async def test_an_expired_token_argument_never_shows_as_client_token(fake: FakeEntur) -> None:
+    """An expired ``token=`` is ignored, so ``client.token`` is None before the first
+    request (not the expired token), then the fetched one."""
+    expired = {"access_token": "old-token", "expires_at": time.time() - 10}
+    async with fake.client(token=expired) as client:
+        assert client.token is None
+        await client.get("/x")
+        assert client.token["access_token"] == fake.issued_tokens[0]
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post", "none"])
+async def test_client_auth_refuses_methods_that_would_send_wrong_credentials(
+    fake: FakeEntur, method: str
+) -> None:
+    """``client_auth`` for another method than the client's own raises
+    UnsupportedOperationError: authlib would encode the masked ``Secret`` as the secret."""
+    async with fake.client() as client:
+        with pytest.raises(UnsupportedOperationError, match="JSON body"):
+            client.client_auth(method)
+        assert (await client.get("/x")).status_code == 200
+
+
+async def test_update_token_with_authlibs_own_hook_signature_runs(fake: FakeEntur) -> None:
+    """A hook written for authlib's client-credentials call, ``hook(token,
+    access_token=None)`` (no ``refresh_token`` parameter), runs with each new token."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def hook(token: OAuth2Token, access_token: str | None = None) -> None:
+        seen.append((token["access_token"], access_token))
+
+    async with fake.client(update_token=hook) as client:
+        await client.get("/x")
+        await client.fetch_token()
+    first, second = fake.issued_tokens[:2]
+    assert seen == [(first, None), (second, first)]
+
+
+@pytest.mark.parametrize("kind", [UnauthorizedError, ForbiddenError, SessionTimeoutError])
+async def test_api_errors_survive_a_pickle_round_trip(kind: type[APIError]) -> None:
+    """APIError subclasses unpickle (a process pool, a task queue): same type, message,
+    request and response status."""
+    request = httpx2.Request("GET", "https://api.entur.test/x")
+    error = kind("refused", request=request, response=httpx2.Response(418, request=request))
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is kind
+    assert str(copy) == "refused"
+    assert copy.status_code == 418
+    assert copy.request.url == request.url

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -907,3 +908,44 @@ def test_unknown_environment_suggests_the_builtin_one(base_env: dict[str, str]) 
     assert result.returncode == 2
     assert "Unknown Entur environment 'prod'" in result.stderr
     assert "Did you mean production?" in result.stderr
+
+
+class _EchoingAPI(BaseHTTPRequestHandler):
+    """An API that quotes the Authorization it got, in a header and the body: 403 on
+    /forbid, 500 elsewhere."""
+
+    def do_GET(self) -> None:
+        sent = self.headers.get("Authorization", "")
+        body = json.dumps({"message": f"you sent {sent}"}).encode()
+        self.send_response(403 if self.path.startswith("/forbid") else 500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Echo", sent)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("path", ["/forbid", "/broken"])
+def test_request_prints_an_api_error_echoing_the_token_redacted(
+    fake_env: dict[str, str], entur_fake: FakeEntur, path: str, backend: str
+) -> None:
+    """An API answering 403 (ForbiddenError) or 500 with the bearer it got quoted in the
+    body: ``request`` prints the body with ``[redacted]`` in its place, and the token
+    nowhere."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingAPI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {**fake_env, "ENTUR_API_BASE_URL": f"http://127.0.0.1:{server.server_port}"}
+        result = run("request", "GET", path, "--backend", backend, env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 5
+    assert "you sent Bearer [redacted]" in result.stdout
+    assert entur_fake.all_issued_tokens
+    assert_nothing_secret(entur_fake, result.stdout, result.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import AsyncIterator, Generator
 
@@ -17,6 +18,7 @@ from entur_oauth import (
     Environment,
     ForbiddenError,
     InvalidCredentialsError,
+    RefreshPolicy,
     RetryPolicy,
     Secret,
     SessionTimeoutError,
@@ -196,7 +198,10 @@ def _recording_transport(fake: FakeEntur, seen: list[httpx2.Request]) -> httpx2.
 
     class Recording(httpx2.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-            seen.append(request)
+            # A snapshot: the client takes the bearer off the request once it is answered.
+            snapshot = copy.copy(request)
+            snapshot.headers = request.headers.copy()
+            seen.append(snapshot)
             if request.url.host in {"api.entur.test", "partner.entur.test", "extra.entur.test"}:
                 return await inner.handle_async_request(request)
             return httpx2.Response(200, json={"elsewhere": True})
@@ -646,3 +651,75 @@ def test_empty_or_mistyped_secrets_are_configuration_errors(secret: object) -> N
     """Secret('') and non-string secrets fail at construction with our error."""
     with pytest.raises(ConfigurationError):
         EnturClient("cid", secret, client_name="acme-app")  # type: ignore[arg-type]
+
+
+async def test_cancelled_on_entry_leaves_no_task_group_open(fake: FakeEntur) -> None:
+    """``async with client`` cancelled while entering (the background refresher starting)
+    closes its task group and its connections before the cancellation goes on: the
+    caller's cancel scopes stay intact (asyncio and trio alike) and the client is closed."""
+    client = fake.client(refresh=RefreshPolicy(background=True))
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with client:
+            pytest.fail("the body ran in a cancelled scope")
+    assert scope.cancelled_caught
+    assert client.is_closed
+    # A cancel scope and a task group of the caller's still work.
+    with anyio.move_on_after(5) as later:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep, 0)
+        await anyio.sleep(0.001)
+    assert not later.cancelled_caught
+    async with fake.client() as again:
+        assert (await again.get("/x")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("retry", 3),
+        ("refresh", "x"),
+        ("clock", object()),
+        ("base_url", "https://h:abc"),
+        ("base_url", 7),
+    ],
+)
+async def test_settings_of_the_wrong_kind_are_refused_at_construction(
+    fake: FakeEntur, setting: str, value: object
+) -> None:
+    """``retry=3``, ``refresh="x"``, ``clock=object()`` and an unparsable ``base_url`` raise
+    a ConfigurationError naming the setting at construction, not a raw error later."""
+    with pytest.raises(ConfigurationError, match=setting):
+        fake.client(**{setting: value})
+
+
+async def test_user_event_hooks_see_the_token_request_too(fake: FakeEntur) -> None:
+    """A request event hook runs on the token request as well (as the README warns: its
+    body holds the secret), so a hook can tell it by ``client.environment.token_url``."""
+    urls: list[str] = []
+
+    async def hook(request: httpx2.Request) -> None:
+        urls.append(str(request.url))
+
+    async with fake.client(event_hooks={"request": [hook]}) as client:
+        await client.get("/x")
+    assert urls == [client.environment.token_url, "https://api.entur.test/x"]
+
+
+async def test_answered_requests_carry_no_bearer_whatever_headers_they_had(
+    fake: FakeEntur,
+) -> None:
+    """The request of a returned API response has no Authorization, also when the caller
+    set one of their own (the bearer replaced it) or an event hook added headers after it;
+    the API did get the bearer each time."""
+
+    async def add_header(request: httpx2.Request) -> None:
+        request.headers["X-Late"] = "1"
+
+    async with fake.client(event_hooks={"request": [add_header]}) as client:
+        plain = await client.get("/x")
+        own = await client.get("/x", headers={"Authorization": "Basic dTpw", "X-A": "1"})
+    for response in (plain, own):
+        assert response.status_code == 200
+        assert "authorization" not in response.request.headers
+    assert all(r.headers["authorization"].startswith("Bearer ") for r in fake.api_requests)

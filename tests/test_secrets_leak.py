@@ -13,17 +13,19 @@ import dataclasses
 import logging
 import pickle
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2
 import pytest
 
 from entur_oauth import (
     APIError,
+    ConfigurationError,
     EnturClient,
     EnturError,
     ForbiddenError,
@@ -560,3 +562,195 @@ async def test_a_retry_after_401_that_fails_in_the_network_holds_no_token() -> N
     assert caught.value.__context__ is None
     assert "authorization" not in caught.value.request.headers
     assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+# -- review G: construction errors, answered requests, echoes, broken-off bodies -----------
+
+_SEED = {"access_token": "SENTINEL-seed-token-7c1e", "expires_in": 3600}
+
+
+_ENV = FakeEntur().environment("http://127.0.0.1:9")
+_SECRET_VARIABLES = {"ENTUR_CLIENT_ID": "cid", "ENTUR_CLIENT_SECRET": SENTINEL_SECRET}
+#: One bad setting each, with the secret and a token among the arguments. Lambdas: a
+#: helper's own locals would hold them, as the caller's frame does.
+_BAD_SETTINGS: dict[str, Callable[[], object]] = {
+    "client_name": lambda: EnturClient(
+        "cid", SENTINEL_SECRET, client_name="bad name", environment=_ENV, token=_SEED
+    ),
+    "client_id": lambda: EnturClient(
+        None, SENTINEL_SECRET, client_name="test-app", environment=_ENV, token=_SEED
+    ),
+    "environment": lambda: EnturClient(
+        "cid", SENTINEL_SECRET, client_name="test-app", environment="nowhere", token=_SEED
+    ),
+    "option": lambda: EnturClient(
+        "cid", SENTINEL_SECRET, client_name="test-app", environment=_ENV, token=_SEED, bogus=1
+    ),
+    "token": lambda: EnturClient(
+        "cid",
+        SENTINEL_SECRET,
+        client_name="test-app",
+        environment=_ENV,
+        token={**_SEED, "token_type": "mac"},
+    ),
+    "retry": lambda: EnturClient(
+        "cid",
+        SENTINEL_SECRET,
+        client_name="test-app",
+        environment=_ENV,
+        token=_SEED,
+        retry=3,  # type: ignore[arg-type]
+    ),
+    "from_env": lambda: EnturClient.from_env({**_SECRET_VARIABLES, "ENTUR_ENVIRONMENT": "nowhere"}),
+    "from_env_name": lambda: EnturClient.from_env(
+        _SECRET_VARIABLES, client_name="bad name", client_secret=SENTINEL_SECRET
+    ),
+    "token_setter": lambda: setattr(
+        EnturClient("cid", SENTINEL_SECRET, client_name="test-app", environment=_ENV),
+        "token",
+        {**_SEED, "token_type": "mac"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_SETTINGS))
+async def test_construction_errors_hold_no_secret_in_their_frames(case: str) -> None:
+    """A ConfigurationError from the constructor, ``from_env`` or the ``token`` setter
+    holds neither the client secret nor ``token=`` in any frame local (as a reporter's
+    ``capture_locals=True`` shows them, which must not crash on the half-built client),
+    nor in its chain or pickle."""
+    with pytest.raises(ConfigurationError) as caught:
+        _BAD_SETTINGS[case]()
+    error = caught.value
+    assert not _clean([error], {SENTINEL_SECRET, _SEED["access_token"]})
+    text = "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+    assert SENTINEL_SECRET not in text
+
+
+async def test_raise_for_status_on_an_api_answer_shows_no_bearer() -> None:
+    """``response.raise_for_status()`` on an API answer (streamed or not) raises an
+    HTTPStatusError whose request, pickle and frames hold no token: the client takes the
+    bearer off the request as soon as the answer is in."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    transport = _APIFaults(fake.transport())
+
+    async def boom(request: httpx2.Request, inner: httpx2.AsyncBaseTransport) -> httpx2.Response:
+        return httpx2.Response(500, text="down", request=request)
+
+    errors: list[BaseException] = []
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        transport.api_fault = boom
+        response = await client.get("/x")
+        assert "authorization" not in response.request.headers
+        with pytest.raises(httpx2.HTTPStatusError) as caught:
+            response.raise_for_status()
+        errors.append(caught.value)
+        async with client.stream("GET", "/x") as streamed:
+            await streamed.aread()
+            with pytest.raises(httpx2.HTTPStatusError) as caught:
+                streamed.raise_for_status()
+        errors.append(caught.value)
+    assert fake.all_issued_tokens
+    assert not _clean(errors, {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+def _echoing(status: int) -> Handler:
+    """An API that quotes the Authorization it got in a header, its body and its reason."""
+
+    async def handle(request: httpx2.Request, inner: httpx2.AsyncBaseTransport) -> httpx2.Response:
+        sent = request.headers["authorization"]
+        return httpx2.Response(
+            status,
+            headers={"x-debug-auth": sent, "content-type": "text/plain"},
+            content=f"you sent {sent}".encode(),
+            extensions={"reason_phrase": f"No {sent}".encode()},
+            request=request,
+        )
+
+    return handle
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [401, 403, 408])
+async def test_an_api_echoing_the_token_in_its_rejection_leaks_nothing(
+    status: int, stream: bool
+) -> None:
+    """An API answering 401/403/408 with the bearer it was sent echoed in a header, the
+    body and the reason phrase: the APIError's response shows ``[redacted]`` there, and
+    neither it, its pickle nor its frames hold any token."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    transport = _APIFaults(fake.transport())
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        transport.api_fault = _echoing(status)
+
+        async def call() -> None:
+            if stream:
+                async with client.stream("GET", "/x"):
+                    pass
+            else:
+                await client.get("/x")
+
+        with pytest.raises(APIError) as caught:
+            await call()
+    response = caught.value.response
+    assert response.status_code == status
+    assert response.headers["x-debug-auth"] == "Bearer [redacted]"
+    assert response.text == "you sent Bearer [redacted]"
+    assert response.reason_phrase == "No Bearer [redacted]"
+    assert fake.all_issued_tokens
+    assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+async def test_an_api_transport_error_quoting_the_bearer_is_redacted() -> None:
+    """A transport whose error message quotes the Authorization header it was given: the
+    error raised says ``[redacted]`` in its place, as token-endpoint errors do."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    transport = _APIFaults(fake.transport())
+
+    async def quoting(request: httpx2.Request, inner: httpx2.AsyncBaseTransport) -> httpx2.Response:
+        raise httpx2.ConnectError(f"boom {request.headers['authorization']}", request=request)
+
+    async with fake.client(transport=transport, token_store=MemoryTokenStore()) as client:
+        transport.api_fault = quoting
+        with pytest.raises(httpx2.ConnectError) as caught:
+            await client.get("/x")
+    assert str(caught.value) == "boom Bearer [redacted]"
+    assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+async def test_a_body_breaking_off_over_a_socket_has_no_chain_to_httpcore() -> None:
+    """Over real sockets, an API body that breaks off mid-read (the server closes after 7 of
+    1,000 bytes): the httpx2.RemoteProtocolError has no chain (httpcore's frames hold the
+    request as sent, bearer included) and no frame local or pickle holds the token."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def serve(connection: anyio.abc.SocketStream) -> None:
+        async with connection:
+            await connection.receive()
+            await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+
+    with LoopbackServer(fake) as server:
+        env = dataclasses.replace(
+            fake.environment(server.url), api_base_url=f"http://127.0.0.1:{port}"
+        )
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, serve)
+            async with EnturClient(
+                fake.client_id,
+                SENTINEL_SECRET,
+                client_name="test-app",
+                environment=env,
+                token_store=MemoryTokenStore(),
+            ) as client:
+                with pytest.raises(httpx2.RemoteProtocolError) as caught:
+                    async with client.stream("GET", "/x") as response:
+                        await response.aread()
+            tg.cancel_scope.cancel()
+    error = caught.value
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    assert "authorization" not in error.request.headers
+    assert fake.all_issued_tokens
+    assert not _clean([error], {SENTINEL_SECRET, *fake.all_issued_tokens})

@@ -49,9 +49,11 @@ def run(args: argparse.Namespace, redactor: Redactor) -> int:
             try:
                 response = await client.request(method, args.path, **kwargs)
             except APIError as exc:
-                _print_response(exc.response, time.perf_counter() - started)
+                _print_response(exc.response, time.perf_counter() - started, redactor)
                 raise
-        _print_response(response, time.perf_counter() - started)
+            if response.status_code >= 400:  # an error page may echo the token it was sent
+                redactor.add((client.token or {}).get("access_token"))
+        _print_response(response, time.perf_counter() - started, redactor)
         if response.status_code >= 400:
             raise CommandError(
                 EXIT_API,
@@ -108,12 +110,16 @@ def _parse_json_body(value: str | None) -> Any:
         ) from None
 
 
-def _print_response(response: httpx2.Response, took: float) -> None:
-    print(f"HTTP {response.status_code} {response.reason_phrase} ({took:.2f} s)", file=sys.stderr)
+def _print_response(response: httpx2.Response, took: float, redactor: Redactor) -> None:
+    status = response.status_code
+    reason = response.reason_phrase
     content_type = response.headers.get("content-type", "")
     text = response.text
     if "json" in content_type:
         with suppress(ValueError):
             text = json.dumps(response.json(), indent=2, ensure_ascii=False)
+    if status >= 400:  # an error answer is no data the user asked for: nothing secret in it
+        reason, text = redactor.redact(reason), redactor.redact(text)
+    print(f"HTTP {status} {reason} ({took:.2f} s)", file=sys.stderr)
     if text:
         print(text)
