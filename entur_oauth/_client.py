@@ -498,6 +498,7 @@ class EnturClient(_TokenSurface):
             retry=retry,
             clock=clock,
             options=httpx_options,
+            update_token=update_token,
         )
         del token
         if isinstance(checked, ConfigurationError):
@@ -892,6 +893,7 @@ def _checked_settings(
     retry: object,
     clock: Any,
     options: Mapping[str, Any],
+    update_token: object = None,
 ) -> tuple[Environment, str, Clock, Token | None] | ConfigurationError:
     """Check the constructor's settings; return them resolved, or the error to raise.
 
@@ -903,6 +905,7 @@ def _checked_settings(
         name = validate_client_name(client_name)
         _check_settings(client_id, secret, store, options)
         _check_policies(refresh, retry, clock)
+        _check_httpx_options(options, update_token)
         if "base_url" in options:
             check_url(options["base_url"], "base_url", env.name)
         clock = clock or SystemClock()
@@ -980,6 +983,83 @@ def _check_settings(
             f"Unknown option(s) {sorted(unknown)}: EnturClient takes the Entur options "
             "and the httpx2.AsyncClient options only."
         )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def _is_timeout(value: object) -> bool:
+    if value is None or isinstance(value, httpx2.Timeout) or _is_number(value):
+        return True
+    return isinstance(value, tuple) and all(v is None or _is_number(v) for v in value)
+
+
+def _builds(kind: Callable[[Any], object]) -> Callable[[object], bool]:
+    """A check that ``kind(value)`` accepts ``value`` (httpx2's own parsing, no guessing)."""
+
+    def check(value: object) -> bool:
+        try:
+            kind(value)
+        except Exception:  # any refusal means the setting is unusable
+            return False
+        return True
+
+    return check
+
+
+#: The httpx2.AsyncClient options checked here, with what each must be: httpx2 itself
+#: would fail on most of these only at the first request, or with a bare TypeError.
+_HTTPX_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "timeout": (_is_timeout, "None, a number of seconds, a tuple of them or httpx2.Timeout"),
+    "follow_redirects": (lambda v: isinstance(v, bool), "True or False"),
+    "http1": (lambda v: isinstance(v, bool), "True or False"),
+    "http2": (lambda v: isinstance(v, bool), "True or False"),
+    "trust_env": (lambda v: isinstance(v, bool), "True or False"),
+    "max_redirects": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "a whole number of redirects, 0 or more",
+    ),
+    "transport": (
+        lambda v: v is None or isinstance(v, httpx2.AsyncBaseTransport),
+        "an httpx2.AsyncBaseTransport",
+    ),
+    "limits": (lambda v: isinstance(v, httpx2.Limits), "an httpx2.Limits"),
+    "headers": (_builds(httpx2.Headers), "a mapping or a list of (name, value) pairs"),
+    "params": (_builds(httpx2.QueryParams), "a mapping, a list of pairs or a query string"),
+    "cookies": (_builds(httpx2.Cookies), "a mapping or an httpx2.Cookies"),
+    "event_hooks": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, Mapping)
+                and set(v) <= {"request", "response"}
+                and all(isinstance(h, list | tuple) and all(map(callable, h)) for h in v.values())
+            )
+        ),
+        'a mapping like {"request": [hook], "response": [hook]} of lists of callables',
+    ),
+    "verify": (
+        lambda v: isinstance(v, bool | str) or type(v).__name__ == "SSLContext",
+        "True, False, a CA bundle path or an ssl.SSLContext",
+    ),
+}
+
+
+def _check_httpx_options(options: Mapping[str, Any], update_token: object) -> None:
+    """Refuse an httpx2 option or ``update_token`` of the wrong kind now, naming it."""
+    if update_token is not None and not callable(update_token):
+        raise ConfigurationError(
+            f"update_token must be a callable (authlib's hook, called as "
+            f"update_token(token, access_token=...)), not {type(update_token).__name__}."
+        )
+    for name, value in options.items():
+        check = _HTTPX_CHECKS.get(name)
+        if check is not None and not check[0](value):
+            raise ConfigurationError(
+                f"{name} must be {check[1]}, not {type(value).__name__}: see the "
+                "httpx2.AsyncClient option of that name."
+            )
 
 
 def _check_policies(refresh: object, retry: object, clock: object) -> None:

@@ -723,3 +723,47 @@ async def test_answered_requests_carry_no_bearer_whatever_headers_they_had(
         assert response.status_code == 200
         assert "authorization" not in response.request.headers
     assert all(r.headers["authorization"].startswith("Bearer ") for r in fake.api_requests)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("timeout", "x"),
+        ("timeout", -1),
+        ("update_token", 5),
+        ("limits", 5),
+        ("headers", 5),
+        ("transport", 5),
+        ("follow_redirects", "no"),
+        ("max_redirects", "x"),
+        ("verify", 5),
+        ("event_hooks", 5),
+        ("event_hooks", {"request": [5]}),
+    ],
+)
+def test_httpx2_options_of_the_wrong_kind_are_configuration_errors(
+    option: str, value: object
+) -> None:
+    """An httpx2 option (or update_token) of the wrong kind is refused at construction with
+    a ConfigurationError naming it, not accepted to fail at the first request or raised as
+    a bare TypeError/AttributeError from inside httpx2."""
+    with pytest.raises(ConfigurationError, match=option):
+        EnturClient("cid", "secret", client_name="acme-app", **{option: value})
+
+
+def test_httpx2_options_of_every_documented_kind_are_accepted() -> None:
+    """The kinds httpx2 documents for these options still work."""
+    for options in (
+        {"timeout": 5},
+        {"timeout": None},
+        {"timeout": (1, 2, 3, 4)},
+        {"timeout": httpx2.Timeout(3)},
+        {"verify": False},
+        {"headers": [("a", "b")]},
+        {"limits": httpx2.Limits()},
+        {"event_hooks": {"request": []}},
+        {"max_redirects": 3},
+        {"params": "a=1"},
+        {"cookies": {"a": "b"}},
+    ):
+        EnturClient("cid", "secret", client_name="acme-app", **options)
