@@ -26,6 +26,7 @@ import inspect
 import json
 import logging
 import os
+import ssl
 import sys
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -54,7 +55,7 @@ from ._errors import (
 from ._grant import Grant, oauth2_token, parse_response, seed_token, send_token_request
 from ._loop import current_loop
 from ._manager import TokenManager
-from ._policy import RefreshPolicy, RetryPolicy
+from ._policy import RefreshPolicy, RetryPolicy, check_seconds
 from ._secrets import Secret
 from ._stores import TokenStore, default_memory_store
 from ._token import Token
@@ -985,14 +986,18 @@ def _check_settings(
         )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+def _is_seconds(value: object) -> bool:
+    """A timeout in seconds: the policies' check (real, finite, at most MAX_SECONDS), >= 0."""
+    try:
+        return check_seconds("timeout", value) >= 0
+    except ConfigurationError:
+        return False
 
 
 def _is_timeout(value: object) -> bool:
-    if value is None or isinstance(value, httpx2.Timeout) or _is_number(value):
+    if value is None or isinstance(value, httpx2.Timeout) or _is_seconds(value):
         return True
-    return isinstance(value, tuple) and all(v is None or _is_number(v) for v in value)
+    return isinstance(value, tuple) and all(v is None or _is_seconds(v) for v in value)
 
 
 def _builds(kind: Callable[[Any], object]) -> Callable[[object], bool]:
@@ -1040,7 +1045,7 @@ _HTTPX_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
         'a mapping like {"request": [hook], "response": [hook]} of lists of callables',
     ),
     "verify": (
-        lambda v: isinstance(v, bool | str) or type(v).__name__ == "SSLContext",
+        lambda v: isinstance(v, bool | str | ssl.SSLContext),
         "True, False, a CA bundle path or an ssl.SSLContext",
     ),
 }

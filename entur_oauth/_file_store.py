@@ -25,7 +25,6 @@ import contextlib
 import errno
 import glob
 import json
-import math
 import os
 import random
 import stat
@@ -36,6 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError
+from ._policy import check_seconds
 
 if TYPE_CHECKING:
     import logging
@@ -104,11 +104,10 @@ class FileTokenStore:
                 "FileTokenStore needs a POSIX system (Linux, macOS); on Windows use "
                 "RedisTokenStore, or the default in-memory store."
             )
-        for name, value in (("lock_timeout", lock_timeout), ("poll_interval", poll_interval)):
-            if not _is_number(value) or not (value > 0 and math.isfinite(value)):
-                raise ConfigurationError(
-                    f"FileTokenStore: {name} must be a positive number of seconds, not {value!r}."
-                )
+        # The policies' check: a real, finite number of at most MAX_SECONDS (a huge int
+        # would be an OverflowError at the first lock wait), and positive here.
+        lock_timeout = _positive_seconds("lock_timeout", lock_timeout)
+        poll_interval = _positive_seconds("poll_interval", poll_interval)
         self.path = _token_path(path)
         self.lock_timeout = lock_timeout
         self.poll_interval = poll_interval
@@ -476,3 +475,12 @@ def _entry_value(entry: object, path: Path) -> bytes | None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    seconds = check_seconds(f"FileTokenStore: {name}", value)
+    if seconds <= 0:
+        raise ConfigurationError(
+            f"FileTokenStore: {name} must be a positive number of seconds, not {value!r}."
+        )
+    return seconds

@@ -730,6 +730,8 @@ async def test_answered_requests_carry_no_bearer_whatever_headers_they_had(
     [
         ("timeout", "x"),
         ("timeout", -1),
+        ("timeout", 10**400),
+        ("timeout", float("nan")),
         ("update_token", 5),
         ("limits", 5),
         ("headers", 5),

@@ -444,7 +444,7 @@ def test_unusable_paths_are_configuration_errors(
 
 
 @pytest.mark.parametrize("option", ["lock_timeout", "poll_interval"])
-@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "5", True, None])
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), 10**400, "5", True, None])
 def test_bad_timing_options_are_configuration_errors_naming_them(
     tmp_path: Path, option: str, value: object
 ) -> None:
