@@ -198,10 +198,8 @@ class _TokenSurface(AsyncOAuth2Client):
         manager = self._manager
         if manager is None:
             return  # an open-API client sends no token: it has none to show
-        if seeded is not None:
-            manager.seed(seeded)
         # What requests use from now on: an expired or None token is not installed.
-        current = manager.current
+        current = manager.seed(seeded)
         self.token_auth.set_token(oauth2_token(current) if current is not None else None)
 
     async def get_access_token(self) -> str:

@@ -297,9 +297,16 @@ class TokenManager:
             if result is not None:
                 return result
 
-    def seed(self, token: Token) -> None:
-        """Install ``token`` as the current one, without any request (``token=``)."""
-        self._install(token)
+    def seed(self, token: Token | None) -> Token | None:
+        """Install ``token`` (if any) as the current one, without any request (``token=``).
+
+        Returns:
+            The token requests use from now on (``None`` before the first fetch), so the
+            client can show it as ``client.token`` without reading the manager's fields.
+        """
+        if token is not None:
+            self._install(token)
+        return self.current
 
     async def invalidate(self, token: Token) -> bool:
         """Drop ``token`` after the API rejected it, unless another task already replaced it.
