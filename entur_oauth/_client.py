@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import operator
 import os
 import ssl
 import sys
@@ -69,6 +70,10 @@ _USE_DEFAULT = httpx2.USE_CLIENT_DEFAULT
 # httpx2's own send, called directly: authlib's class adds no send(), and a plain function
 # call is cheaper than super() on every request.
 _httpx_send = httpx2.AsyncClient.send
+_asyncgen_hooks = sys.get_asyncgen_hooks
+_HTTPX_AUTH = cast(property, httpx2.AsyncClient.auth)  # the class attribute: a property
+# httpx2.Headers keeps (name, lowercase name, value) entries in a private list; see send.
+_ENTRY_KEY = operator.itemgetter(1)
 _COOKIES_DEPRECATED = (
     "Setting per-request cookies=<...> is being deprecated, because the expected behaviour "
     "on cookie persistence is ambiguous. Set cookies directly on the client instance instead."
@@ -165,9 +170,24 @@ class _TokenSurface(AsyncOAuth2Client):
     _manager: TokenManager | None
     _clock: Clock
     _loop: object
-    _loop_probe: Callable[[], object]
+    _loop_run: object
+    _user_auth: httpx2.Auth | None = None  # until __init__ has read httpx2's
     _task_group: TaskGroup | None
     _exit_stack: AsyncExitStack | None
+
+    # -- httpx2's auth -------------------------------------------------------------------
+
+    @property
+    def auth(self) -> httpx2.Auth | None:
+        """The httpx2 auth requests run, as in httpx2; API requests get the bearer too."""
+        return self._user_auth
+
+    @auth.setter
+    def auth(self, auth: Any) -> None:
+        # httpx2's own setter builds and checks it; a copy kept here spares every API
+        # request a call into httpx2's property.
+        _HTTPX_AUTH.__set__(self, auth)
+        self._user_auth = _HTTPX_AUTH.__get__(self)
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -337,7 +357,6 @@ class _TokenSurface(AsyncOAuth2Client):
         loop = current_loop()
         if self._loop is None:
             self._loop = loop
-            self._loop_probe = _loop_probe(loop)
         elif loop is not self._loop:
             advice = (
                 "Close it in the event loop that used it (async with EnturClient(...) inside "
@@ -525,6 +544,8 @@ class EnturClient(_TokenSurface):
         )
         if params is not None:
             self.params = params
+        # Whatever httpx2 and authlib set up (no auth: they are given none).
+        self._user_auth = _HTTPX_AUTH.__get__(self)
         if user_auth is not None:
             self.auth = user_auth
         self.environment = env
@@ -533,7 +554,7 @@ class EnturClient(_TokenSurface):
         self._task_group = task_group
         self._exit_stack: AsyncExitStack | None = None
         self._loop: object = None
-        self._loop_probe: Callable[[], object] = current_loop
+        self._loop_run: object = None
         self._token_origins = _origins(env)
         self._token_url = url = httpx2.URL(env.token_url)
         self._token_key = (url.scheme, url.host, url.port, url.path)
@@ -607,12 +628,15 @@ class EnturClient(_TokenSurface):
         follow_redirects: bool | Any = _USE_DEFAULT,
     ) -> httpx2.Response:
         """Send ``request``, adding the bearer token when it goes to the API's own hosts."""
-        try:
-            running = self._loop_probe()
-        except RuntimeError:  # trio's probe, outside trio
-            running = None
-        if running is not self._loop:
+        # The event loop check, every request. asyncio's accessor for the running loop
+        # makes a getpid() system call each time, so a cheaper sign comes first: every
+        # asyncio loop run and every trio run installs its own async-generator hooks
+        # (PEP 525), a new object per run. The hook seen at the last exact check means
+        # the same run; another hook, or none, gets the exact check.
+        hook = _asyncgen_hooks().firstiter
+        if hook is not self._loop_run or hook is None:
             self._check_loop()
+            self._loop_run = hook  # kept alive here, so no other run can reuse its id
         url = request.url
         manager = self._manager
         if (
@@ -622,13 +646,27 @@ class EnturClient(_TokenSurface):
         ):
             return await self._send_untokened(request, stream, auth, follow_redirects)
         token = await manager.token()
-        request.headers["Authorization"] = token.authorization
+        # The bearer goes on and comes off here, inline: this is every API request's path.
+        # httpx2's public setitem and pop encode the header, scan every entry in Python
+        # and work out the headers' encoding (1-3 us each, as much as the rest of our
+        # work): when build_request gave no Authorization, append the entry the token
+        # encoded once, and pop it after the response. Otherwise the public way.
+        try:
+            entries: list[Any] | None = request.headers._list
+        except AttributeError:  # httpx2 changed
+            entries = None
+        if entries is not None and b"authorization" not in map(_ENTRY_KEY, entries):
+            entries.append(token.header)  # not in a local: frames' locals are recorded
+        else:
+            entries = None
+            request.headers["Authorization"] = token.authorization
+        user_auth = self._user_auth
         try:
             response = await _httpx_send(
                 self,
                 request,
                 stream=stream,
-                auth=_AS_IS if self.auth is None else _BearerAfter(self.auth, token),
+                auth=_AS_IS if user_auth is None else _BearerAfter(user_auth, token),
                 follow_redirects=follow_redirects,
             )
         except httpx2.HTTPError as exc:
@@ -637,7 +675,12 @@ class EnturClient(_TokenSurface):
             if response.status_code in _STATUS_MESSAGES:  # 401, 403, 408: one lookup
                 return await self._rejected(request, response, token, stream, follow_redirects)
             # Neither raise_for_status() nor a stream's read error may show the bearer.
-            _strip_bearer(request, response, stream)
+            if entries and entries[-1] is token.header:
+                entries.pop()  # the entry appended above, still last
+            else:
+                request.headers.pop("Authorization", None)
+            if response.history or response.request is not request or stream:
+                _strip_bearer(request, response, stream)
             return response
         del token  # not left in a local of the frame the error is raised from
         raise error
@@ -702,7 +745,7 @@ class EnturClient(_TokenSurface):
     ) -> httpx2.Response | httpx2.HTTPError:
         """Send ``request`` again with a new token; return the response or the error."""
         token = await self._token_manager().token()
-        request.headers["Authorization"] = token.authorization
+        request.headers["Authorization"] = token.authorization  # rare: the public way
         auth = _AS_IS if self.auth is None else _BearerAfter(self.auth, token)
         del token
         try:
@@ -862,22 +905,6 @@ def _manager_for(
         codec=TokenCodec(secret, key),
         on_token=client._on_token,
     )
-
-
-def _loop_probe(loop: object) -> Callable[[], object]:
-    """Return the cheapest call that gives ``loop`` back while it runs, and anything else
-    (``None``, another loop, or a RuntimeError) elsewhere: what send checks per request."""
-    asyncio = sys.modules.get("asyncio")
-    if loop is not None and asyncio is not None and loop is asyncio._get_running_loop():
-        # asyncio's own C accessor: one call, no lookups.
-        running: Callable[[], object] = asyncio._get_running_loop
-        return running
-    trio = sys.modules.get("trio")
-    if loop is not None and trio is not None:
-        # trio's root task (it raises RuntimeError outside trio, which send handles).
-        root_task: Callable[[], object] = trio.lowlevel.current_root_task
-        return root_task
-    return current_loop
 
 
 def _checked_settings(

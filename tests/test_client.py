@@ -514,6 +514,32 @@ async def test_client_auth_runs_alone_where_no_bearer_goes(fake: FakeEntur) -> N
     assert fake.token_count == 0
 
 
+async def test_auth_set_after_construction_is_used_and_read_back(fake: FakeEntur) -> None:
+    """``client.auth`` works as httpx2's: set later, it is built as httpx2 builds it, read
+    back, and runs on API requests (after which the bearer still goes on); ``None``
+    turns it off again."""
+    seen: list[httpx2.Request] = []
+    async with fake.client(transport=_recording_transport(fake, seen)) as client:
+        assert client.auth is None
+        client.auth = ("user", "pass")
+        assert isinstance(client.auth, httpx2.BasicAuth)
+        await client.get("https://example.org/x")  # no bearer here: httpx2's Basic auth
+        signing = _SigningAuth()
+        client.auth = signing
+        assert client.auth is signing
+        await client.get("/x")
+        client.auth = None
+        assert client.auth is None
+        await client.get("/x")
+    assert seen[0].headers["authorization"] == "Basic dXNlcjpwYXNz"
+    api = [r for r in seen if r.url.host == "api.entur.test"]
+    assert [r.headers.get("x-signature") for r in api] == ["signed", None]
+    assert all(
+        r.headers.get_list("authorization") == [f"Bearer {fake.issued_tokens[0]}"] for r in api
+    )
+    assert signing.calls == 1
+
+
 async def test_base_url_can_be_overridden(fake: FakeEntur) -> None:
     """base_url defaults to the API base but may be set (e.g. a versioned prefix)."""
     async with fake.client(base_url="https://api.entur.test/journey-planner/v3") as client:
@@ -716,13 +742,21 @@ async def test_answered_requests_carry_no_bearer_whatever_headers_they_had(
     async def add_header(request: httpx2.Request) -> None:
         request.headers["X-Late"] = "1"
 
-    async with fake.client(event_hooks={"request": [add_header]}) as client:
+    seen: list[httpx2.Request] = []
+    async with fake.client(
+        event_hooks={"request": [add_header]}, transport=_recording_transport(fake, seen)
+    ) as client:
         plain = await client.get("/x")
         own = await client.get("/x", headers={"Authorization": "Basic dTpw", "X-A": "1"})
     for response in (plain, own):
         assert response.status_code == 200
         assert "authorization" not in response.request.headers
-    assert all(r.headers["authorization"].startswith("Bearer ") for r in fake.api_requests)
+    api = [r for r in seen if r.url.path == "/x"]
+    # Exactly one Authorization each time, the bearer: the caller's own was replaced.
+    bearer = f"Bearer {fake.issued_tokens[0]}"
+    assert [r.headers.get_list("authorization") for r in api] == [[bearer], [bearer]]
+    assert [r.headers.get("x-a") for r in api] == [None, "1"]
+    assert all(r.headers["x-late"] == "1" for r in api)
 
 
 @pytest.mark.parametrize(

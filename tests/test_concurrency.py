@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
@@ -480,6 +481,48 @@ def test_second_event_loop_gets_a_clear_error(first: str, second: str) -> None:
     assert isinstance(outcome, EventLoopError), repr(outcome)
     assert "one event loop" in str(outcome)
     assert "different event loop" not in str(outcome)
+
+
+async def test_replaced_async_generator_hooks_are_still_the_same_loop(
+    entur_fake: FakeEntur,
+) -> None:
+    """The per-request loop check takes the run's async-generator hooks as a cheap sign of
+    the same run; hooks that change (a library installing its own, or none at all) within
+    one run get the exact check, which still finds the same loop: requests go on."""
+    saved = sys.get_asyncgen_hooks()
+
+    def other_firstiter(agen: object) -> None:
+        if saved.firstiter is not None:
+            saved.firstiter(agen)
+
+    async with entur_fake.client() as client:
+        statuses = [(await client.get("/x")).status_code]
+        try:
+            sys.set_asyncgen_hooks(firstiter=other_firstiter, finalizer=saved.finalizer)
+            statuses.append((await client.get("/x")).status_code)
+            sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
+            statuses += [(await client.get("/x")).status_code for _ in range(2)]
+        finally:
+            sys.set_asyncgen_hooks(*saved)
+        statuses.append((await client.get("/x")).status_code)
+    assert statuses == [200] * 5
+    assert entur_fake.token_count == 1
+
+
+def test_one_asyncio_loop_run_several_times_is_one_loop() -> None:
+    """An asyncio loop installs new hooks each time it runs (run_until_complete); the same
+    loop run again is still the client's loop. (asyncio only: trio has no such call.)"""
+    fake = FakeEntur()
+    client = fake.client(token_store=MemoryTokenStore())
+    loop = asyncio.new_event_loop()
+    try:
+        first = loop.run_until_complete(_use(client))
+        second = loop.run_until_complete(_use(client))
+        loop.run_until_complete(client.aclose())
+    finally:
+        loop.close()
+    assert (first, second) == (200, 200)
+    assert fake.token_count == 1
 
 
 @pytest.mark.parametrize(("first", "second"), PAIRS)
