@@ -24,6 +24,7 @@ from entur_oauth import (
     SessionTimeoutError,
     TokenRequestError,
     UnauthorizedError,
+    _client,
 )
 from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
 
@@ -244,6 +245,57 @@ async def test_extra_token_hosts_get_the_token(fake: FakeEntur) -> None:
     async with fake.client(environment=env, transport=_recording_transport(fake, seen)) as client:
         await client.get("https://extra.entur.test/y")
     assert seen[-1].headers["authorization"].startswith("Bearer ")
+
+
+async def test_idna_ipv6_and_port_hosts_get_the_token_by_origin(fake: FakeEntur) -> None:
+    """The token goes by (scheme, host, port) as httpx2 normalises them: a Unicode host
+    and its punycode spelling, any letter case, an IPv6 literal with its port, all get it;
+    the same host on another port or scheme, or a look-alike host, does not."""
+    env = Environment(
+        name="fake",
+        token_url="https://partner.entur.test/oauth/token",
+        audience=fake.audience,
+        api_base_url="https://api.entur.test",
+        extra_token_hosts=frozenset({"bl\u00e5b\u00e6r.example", "[::1]:8443"}),
+    )
+    seen: list[httpx2.Request] = []
+    urls = {
+        "https://bl\u00e5b\u00e6r.example/a": True,
+        "https://xn--blbr-roah.example/b": True,
+        "https://BL\u00c5B\u00c6R.Example:443/c": True,
+        "https://[::1]:8443/d": True,
+        "https://bl\u00e5b\u00e6r.example:8443/e": False,
+        "https://[::1]/f": False,
+        "https://blabaer.example/g": False,
+        "https://api.entur.test.evil.example/h": False,
+    }
+    async with fake.client(environment=env, transport=_recording_transport(fake, seen)) as client:
+        for url in urls:
+            await client.get(url)
+    api = [r for r in seen if r.url.path != "/oauth/token"]
+    got = {r.url.path: "authorization" in r.headers for r in api}
+    assert got == {httpx2.URL(url).path: expected for url, expected in urls.items()}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.entur.io/x",
+        "https://API.Entur.IO:443/x?q=1",
+        "https://api.entur.io:8443/",
+        "http://127.0.0.1:8080/x",
+        "http://[::1]:9/x",
+        "https://bl\u00e5b\u00e6r.example/x",
+        "https://xn--blbr-roah.example/x",
+        "https://user:pw@api.entur.io/x",
+    ],
+)
+def test_origin_of_httpx2s_parsed_url_is_the_public_one(url: str) -> None:
+    """send reads (scheme, host, port) from httpx2's private parse of the URL (one C call
+    per request instead of three property calls); this pins it equal to the public
+    properties, so an httpx2 that changes it fails here, not by sending the token astray."""
+    parsed = httpx2.URL(url)
+    assert _client._ORIGIN(parsed._uri_reference) == _client._origin_of(parsed)
 
 
 async def test_withhold_token(fake: FakeEntur) -> None:
