@@ -70,8 +70,8 @@ async def _measure(*, rounds: int, batch: int) -> dict[str, list[float]]:
 
 def run(quick: bool = False) -> FigureResult:
     """Measure on both backends and return the rows and per-round samples."""
-    # 60 rounds: the per-round ratios scatter by a few percent on a shared machine, and the
-    # median of 25 still moved by +-1.5 points between runs (about +-1 with 60).
+    # 60 rounds: per-round ratios scatter by a few percent on this shared machine; the
+    # median of 25 moved by up to +-1.6 points between runs, of 60 by about +-0.7.
     rounds, batch = (9, 300) if quick else (60, 400)
     result = FigureResult(rows=[])
     for backend in BACKENDS:

@@ -67,15 +67,28 @@ logger = logging.getLogger("entur_oauth")
 
 _AUTH_METHOD = "entur_client_secret_json"
 _USE_DEFAULT = httpx2.USE_CLIENT_DEFAULT
+# EnturClient.send runs on every API request, and issue 10 holds it to 1.05x the cost of a
+# bare httpx2 request, so it does three things the plain way would make slow:
+# - The event loop check reads the run's async-generator hooks first, as asyncio's
+#   running-loop accessor makes a getpid() system call. Every asyncio loop run and every
+#   trio run installs its own hooks (PEP 525), a new object per run: the hook seen at the
+#   last exact check means the same run; another hook, or none, gets the exact check.
+# - (scheme, host, port) come from httpx2.URL's parse, a private NamedTuple (scheme,
+#   userinfo, host, port, ...), in one C call (_ORIGIN) instead of three property calls.
+#   A test pins it equal to _origin_of's public properties.
+# - The bearer goes into httpx2.Headers' private list of (name, lowercase name, value)
+#   entries as the entry the token encoded once, and is popped after the response:
+#   httpx2's setitem and pop encode, scan in Python and work out the headers' encoding
+#   (1-3 us each, as much as the rest of our work). A caller's own Authorization goes
+#   the public way.
+# Without those attributes (another httpx2), each falls back to the public way.
+_ORIGIN = operator.itemgetter(0, 2, 3)
+_ENTRY_KEY = operator.itemgetter(1)
+_asyncgen_hooks = sys.get_asyncgen_hooks
 # httpx2's own send, called directly: authlib's class adds no send(), and a plain function
 # call is cheaper than super() on every request.
 _httpx_send = httpx2.AsyncClient.send
-_asyncgen_hooks = sys.get_asyncgen_hooks
 _HTTPX_AUTH = cast(property, httpx2.AsyncClient.auth)  # the class attribute: a property
-# httpx2.Headers keeps (name, lowercase name, value) entries in a private list; see send.
-_ENTRY_KEY = operator.itemgetter(1)
-# httpx2.URL keeps its parse in a private NamedTuple (scheme, userinfo, host, port, ...).
-_ORIGIN = operator.itemgetter(0, 2, 3)
 _COOKIES_DEPRECATED = (
     "Setting per-request cookies=<...> is being deprecated, because the expected behaviour "
     "on cookie persistence is ambiguous. Set cookies directly on the client instance instead."
@@ -628,35 +641,23 @@ class EnturClient(_TokenSurface):
         follow_redirects: bool | Any = _USE_DEFAULT,
     ) -> httpx2.Response:
         """Send ``request``, adding the bearer token when it goes to the API's own hosts."""
-        # The event loop check, every request. asyncio's accessor for the running loop
-        # makes a getpid() system call each time, so a cheaper sign comes first: every
-        # asyncio loop run and every trio run installs its own async-generator hooks
-        # (PEP 525), a new object per run. The hook seen at the last exact check means
-        # the same run; another hook, or none, gets the exact check.
+        # Every API request's path: see the notes above _ORIGIN.
         hook = _asyncgen_hooks().firstiter
         if hook is not self._loop_run or hook is None:
             self._check_loop()
             self._loop_run = hook  # kept alive here, so no other run can reuse its id
         url = request.url
         try:
-            # (scheme, host, port) from httpx2's parsed URL in one C call: the public
-            # properties are three Python calls, a point of the per-request budget.
-            # test_origin_of_httpx2s_parsed_url_is_the_public_one pins the two equal.
             origin = _ORIGIN(url._uri_reference)
-        except AttributeError:  # httpx2 changed: the public way
+        except AttributeError:
             origin = _origin_of(url)
         manager = self._manager
         if manager is None or auth is not _USE_DEFAULT or origin not in self._token_origins:
             return await self._send_untokened(request, stream, auth, follow_redirects)
         token = await manager.token()
-        # The bearer goes on and comes off here, inline: this is every API request's path.
-        # httpx2's public setitem and pop encode the header, scan every entry in Python
-        # and work out the headers' encoding (1-3 us each, as much as the rest of our
-        # work): when build_request gave no Authorization, append the entry the token
-        # encoded once, and pop it after the response. Otherwise the public way.
         try:
             entries: list[Any] | None = request.headers._list
-        except AttributeError:  # httpx2 changed
+        except AttributeError:
             entries = None
         if entries is not None and b"authorization" not in map(_ENTRY_KEY, entries):
             entries.append(token.header)  # not in a local: frames' locals are recorded
@@ -731,7 +732,7 @@ class EnturClient(_TokenSurface):
                 _without_echo(response, _bearer_of(request))
                 await response.aclose()
                 logger.debug("API answered %d; retrying once with a new token", status)
-                retried = await self._retry(request, stream, follow_redirects)
+                retried = await _send_again(self, request, stream, follow_redirects)
                 if isinstance(retried, httpx2.HTTPError):
                     del token
                     raise retried  # outside any except block: no chain to the original
@@ -743,20 +744,21 @@ class EnturClient(_TokenSurface):
         _strip_bearer(request, response, stream)
         return await _raise_for_entur_status(self, request, response, stream, detail, bearer=bearer)
 
-    async def _retry(
-        self, request: httpx2.Request, stream: bool, follow_redirects: Any
-    ) -> httpx2.Response | httpx2.HTTPError:
-        """Send ``request`` again with a new token; return the response or the error."""
-        token = await self._token_manager().token()
-        request.headers["Authorization"] = token.authorization  # rare: the public way
-        auth = _AS_IS if self.auth is None else _BearerAfter(self.auth, token)
-        del token
-        try:
-            return await _httpx_send(
-                self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
-            )
-        except httpx2.HTTPError as exc:
-            return _without_bearer(exc, request)
+
+async def _send_again(
+    client: EnturClient, request: httpx2.Request, stream: bool, follow_redirects: Any
+) -> httpx2.Response | httpx2.HTTPError:
+    """Send ``request`` again with a new token; return the response or the error."""
+    token = await client._token_manager().token()
+    request.headers["Authorization"] = token.authorization  # rare: the public way
+    auth = _AS_IS if client.auth is None else _BearerAfter(client.auth, token)
+    del token
+    try:
+        return await _httpx_send(
+            client, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+        )
+    except httpx2.HTTPError as exc:
+        return _without_bearer(exc, request)
 
 
 async def _raise_for_entur_status(
