@@ -177,6 +177,13 @@ def _pick_environment(env_name: str | None, custom: dict[str, str | None]) -> st
     """
     given = [f"ENTUR_{k.upper()}" for k, v in custom.items() if v]
     if not given:
+        if env_name and builtin_or_none(env_name) is None:
+            # Said here, naming the variable: the client would only name the value.
+            raise ConfigurationError(
+                f"ENTUR_ENVIRONMENT={env_name!r} is not one of Entur's environments "
+                "(production, staging, dev). Set it to one of those, or set ENTUR_TOKEN_URL, "
+                f"ENTUR_AUDIENCE and ENTUR_API_BASE_URL to define {env_name!r} yourself."
+            )
         return env_name or "production"
     builtin = builtin_or_none(env_name) if env_name else None
     if env_name and builtin is not None:

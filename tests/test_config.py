@@ -79,6 +79,22 @@ def test_from_env_environment_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert client.environment.token_url == "https://partner.staging.entur.org/oauth/token"
 
 
+@pytest.mark.parametrize("name", ["prod", "local", "Production2"])
+def test_from_env_unknown_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """An ENTUR_ENVIRONMENT that is no built-in name, with no URL variables, is a
+    ConfigurationError naming ENTUR_ENVIRONMENT, its value and both ways out."""
+    for key, value in {**CREDS, "ENTUR_ENVIRONMENT": name}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigurationError) as caught:
+        EnturClient.from_env()
+    message = str(caught.value)
+    assert f"ENTUR_ENVIRONMENT={name!r}" in message
+    assert "production, staging, dev" in message
+    assert "ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL" in message
+
+
 def test_from_env_custom_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL define a custom environment."""
     custom = {
