@@ -655,10 +655,7 @@ class EnturClient(_TokenSurface):
         if manager is None or auth is not _USE_DEFAULT or origin not in self._token_origins:
             return await self._send_untokened(request, stream, auth, follow_redirects)
         token = await manager.token()
-        try:
-            entries: list[Any] | None = request.headers._list
-        except AttributeError:
-            entries = None
+        entries: list[Any] | None = getattr(request.headers, "_list", None)
         if entries is not None and b"authorization" not in map(_ENTRY_KEY, entries):
             entries.append(token.header)  # not in a local: frames' locals are recorded
         else:
@@ -675,6 +672,10 @@ class EnturClient(_TokenSurface):
             )
         except httpx2.HTTPError as exc:
             error = _without_bearer(exc, request)
+        except BaseException as exc:
+            del token
+            _cut(exc, request)
+            raise
         else:
             if response.status_code in _STATUS_MESSAGES:  # 401, 403, 408: one lookup
                 return await self._rejected(request, response, token, stream, follow_redirects)
@@ -719,30 +720,50 @@ class EnturClient(_TokenSurface):
         follow_redirects: Any,
     ) -> httpx2.Response:
         """Handle a 401, 403 or 408 from the API: retry 401/408 once with a new token."""
-        status = response.status_code
-        detail = _RETRIED_DETAIL
-        manager = self._manager
-        if manager is not None and status in {401, 408} and self._in_scope(response.request.url):
-            # The token was rejected, or expired mid-flight: it is dropped either way,
-            # unless it replaced a rejected token moments ago (the 401-storm guard).
-            if not await manager.invalidate(token):
-                detail = _STORM_DETAIL
-            elif _replayable(request.stream):
-                # This answer stays in a local of send's frame: no echo of the token in it.
-                _without_echo(response, _bearer_of(request))
-                await response.aclose()
-                logger.debug("API answered %d; retrying once with a new token", status)
-                retried = await _send_again(self, request, stream, follow_redirects)
-                if isinstance(retried, httpx2.HTTPError):
-                    del token
-                    raise retried  # outside any except block: no chain to the original
-                response = retried
-            else:
-                detail = _NOT_REPLAYABLE_DETAIL
-        del token
-        bearer = _bearer_of(request)
-        _strip_bearer(request, response, stream)
-        return await _raise_for_entur_status(self, request, response, stream, detail, bearer=bearer)
+        try:
+            return await _answer_rejection(
+                self, request, response, token, stream=stream, follow_redirects=follow_redirects
+            )
+        except BaseException as exc:
+            del token
+            _cut(exc, request)
+            raise
+
+
+async def _answer_rejection(
+    client: EnturClient,
+    request: httpx2.Request,
+    response: httpx2.Response,
+    token: Token,
+    *,
+    stream: bool,
+    follow_redirects: Any,
+) -> httpx2.Response:
+    """Retry a 401/408 once with a new token; raise the APIError the final status means."""
+    status = response.status_code
+    detail = _RETRIED_DETAIL
+    manager = client._manager
+    if manager is not None and status in {401, 408} and client._in_scope(response.request.url):
+        # The token was rejected, or expired mid-flight: it is dropped either way,
+        # unless it replaced a rejected token moments ago (the 401-storm guard).
+        if not await manager.invalidate(token):
+            detail = _STORM_DETAIL
+        elif _replayable(request.stream):
+            # This answer stays in a local of send's frame: no echo of the token in it.
+            _without_echo(response, _bearer_of(request))
+            await response.aclose()
+            logger.debug("API answered %d; retrying once with a new token", status)
+            retried = await _send_again(client, request, stream, follow_redirects)
+            if isinstance(retried, httpx2.HTTPError):
+                del token
+                raise retried  # outside any except block: no chain to the original
+            response = retried
+        else:
+            detail = _NOT_REPLAYABLE_DETAIL
+    del token
+    bearer = _bearer_of(request)
+    _strip_bearer(request, response, stream)
+    return await _raise_for_entur_status(client, request, response, stream, detail, bearer=bearer)
 
 
 async def _send_again(
@@ -1217,6 +1238,19 @@ def _origins(env: Environment) -> frozenset[tuple[str, str, int | None]]:
         for u in candidates
         if u.host and (u.scheme == "https" or is_loopback_host(u.host))
     )
+
+
+def _cut(exc: BaseException, request: httpx2.Request) -> None:
+    """Make ``exc``, raised while ``request`` was out (or being retried), fit to leave send.
+
+    The request loses its ``Authorization``, which clears it in every frame that holds it.
+    A cancellation (a timeout around the call) or an interrupt also loses its frames from
+    here down: httpcore's hold their own copy of the request as sent. Other errors keep
+    their traceback (an event hook's error should point at the hook).
+    """
+    request.headers.pop("Authorization", None)
+    if not isinstance(exc, Exception):
+        exc.with_traceback(None)
 
 
 def _without_bearer(exc: httpx2.HTTPError, request: httpx2.Request) -> httpx2.HTTPError:

@@ -111,6 +111,11 @@ class Grant:
             return _detached(exc)
         except Exception as exc:  # the boundary: everything becomes one type
             return _mapped(exc, self._url, self._client.client_secret)
+        except BaseException as exc:
+            # Cancelled (a timeout around the call) or interrupted: passed on as it is,
+            # but without the frames below this one, which hold the request and its body
+            # (the secret).
+            raise exc.with_traceback(None)  # noqa: B904 (the same exception, re-raised)
         return token
 
 

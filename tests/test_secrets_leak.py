@@ -14,7 +14,7 @@ import logging
 import pickle
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -316,11 +316,10 @@ def _value_texts(value: object) -> Iterator[str]:
             yield value.content.decode("utf-8", "replace")
 
 
-def _below_tests(tb: TracebackType | None) -> TracebackType | None:
-    """Skip the test function's own frames (they hold the sentinels searched for)."""
-    while tb is not None and tb.tb_frame.f_code.co_name.startswith("test_"):
+def _walk(tb: TracebackType | None) -> Iterator[TracebackType]:
+    while tb is not None:
+        yield tb
         tb = tb.tb_next
-    return tb
 
 
 def _deep_texts(exc: BaseException) -> Iterator[str]:
@@ -335,10 +334,15 @@ def _deep_texts(exc: BaseException) -> Iterator[str]:
             continue
         seen.add(id(error))
         yield from _exception_texts(error)
-        formatted = traceback.TracebackException(
-            type(error), error, _below_tests(error.__traceback__), capture_locals=True
-        )
-        yield "".join(formatted.format())
+        # As capture_locals=True formats them, but of no test function's frame, wherever
+        # it is (an error raised by a context manager around a call starts in its frame).
+        frames = [
+            (tb.tb_frame, tb.tb_lineno)
+            for tb in _walk(error.__traceback__)
+            if not tb.tb_frame.f_code.co_name.startswith("test_")
+        ]
+        yield "".join(traceback.StackSummary.extract(iter(frames), capture_locals=True).format())
+        yield "".join(traceback.format_exception_only(error))
         tb = error.__traceback__
         while tb is not None:
             # The test's own frame holds the sentinels it searches for.
@@ -754,3 +758,77 @@ async def test_a_body_breaking_off_over_a_socket_has_no_chain_to_httpcore() -> N
     assert "authorization" not in error.request.headers
     assert fake.all_issued_tokens
     assert not _clean([error], {SENTINEL_SECRET, *fake.all_issued_tokens})
+
+
+async def _hang(request: httpx2.Request, inner: httpx2.AsyncBaseTransport) -> httpx2.Response:
+    await anyio.sleep(30)
+    raise AssertionError("not cancelled")
+
+
+@pytest.mark.parametrize("entered", [True, False], ids=["async-with", "no-async-with"])
+@pytest.mark.parametrize("where", ["token request", "API request", "API retry after a 401"])
+async def test_a_timeout_around_a_call_holds_no_secret_in_its_frames(
+    where: str, entered: bool
+) -> None:
+    """A call cancelled mid-request (``anyio.fail_after`` around it, as a web framework's
+    request timeout does): the TimeoutError's context is the cancellation, whose traceback
+    reaches the frames that were sending. None of them may show the client secret (the
+    token request's body) or a bearer (an API request's header), whether the client's
+    token fetches run in its own task group (``async with``) or in the caller's task."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    transport = _APIFaults(fake.transport())
+    client = fake.client(transport=transport, token_store=MemoryTokenStore())
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(client) if entered else stack.push_async_callback(
+            client.aclose
+        )
+        if where == "token request":
+            transport.add(_hang)
+        else:
+            await client.get("/x")
+            if where == "API retry after a 401":
+                fake.revoke_all()
+                transport.add(_hang)  # the new token's request hangs: cancelled mid-retry
+            else:
+                transport.api_fault = _hang
+        with pytest.raises(TimeoutError) as caught:
+            with anyio.fail_after(0.2):
+                await client.get("/x")
+    error = caught.value
+    sentinels = {SENTINEL_SECRET, *fake.all_issued_tokens, *transport.tokens_seen}
+    assert not _clean([error], sentinels)
+
+
+async def test_a_timeout_over_a_socket_that_never_answers_holds_no_bearer() -> None:
+    """The same over a real socket: the API accepts the request and never answers, so the
+    cancellation comes from inside httpcore2, whose frames hold their own copy of the
+    request as sent, bearer included."""
+    fake = FakeEntur(client_secret=SENTINEL_SECRET)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def serve(connection: anyio.abc.SocketStream) -> None:
+        async with connection:
+            await connection.receive()
+            await anyio.sleep(30)
+
+    with LoopbackServer(fake) as server:
+        env = dataclasses.replace(
+            fake.environment(server.url), api_base_url=f"http://127.0.0.1:{port}"
+        )
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, serve)
+            async with EnturClient(
+                fake.client_id,
+                SENTINEL_SECRET,
+                client_name="test-app",
+                environment=env,
+                token_store=MemoryTokenStore(),
+            ) as client:
+                await client.get_access_token()
+                with pytest.raises(TimeoutError) as caught:
+                    with anyio.fail_after(0.5):
+                        await client.get("/x")
+            tg.cancel_scope.cancel()
+    assert fake.all_issued_tokens
+    assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})
