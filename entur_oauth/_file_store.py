@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError
-from ._policy import check_seconds
+from ._policy import check_positive_seconds
 
 if TYPE_CHECKING:
     import logging
@@ -106,8 +106,8 @@ class FileTokenStore:
             )
         # The policies' check: a real, finite number of at most MAX_SECONDS (a huge int
         # would be an OverflowError at the first lock wait), and positive here.
-        lock_timeout = _positive_seconds("lock_timeout", lock_timeout)
-        poll_interval = _positive_seconds("poll_interval", poll_interval)
+        lock_timeout = check_positive_seconds("FileTokenStore: lock_timeout", lock_timeout)
+        poll_interval = check_positive_seconds("FileTokenStore: poll_interval", poll_interval)
         self.path = _token_path(path)
         self.lock_timeout = lock_timeout
         self.poll_interval = poll_interval
@@ -475,12 +475,3 @@ def _entry_value(entry: object, path: Path) -> bytes | None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _positive_seconds(name: str, value: object) -> float:
-    seconds = check_seconds(f"FileTokenStore: {name}", value)
-    if seconds <= 0:
-        raise ConfigurationError(
-            f"FileTokenStore: {name} must be a positive number of seconds, not {value!r}."
-        )
-    return seconds

@@ -174,3 +174,12 @@ def check_seconds(where: str, value: object) -> float:
             f"{where} must be a finite number of at most {MAX_SECONDS:,.0f} seconds, not {shown}."
         )
     return float(value)
+
+
+def check_positive_seconds(where: str, value: object) -> float:
+    """Return ``value`` as seconds, as :func:`check_seconds` does, and also refuse zero or
+    less (a store's lock timeout or poll interval); checked when the store is built."""
+    seconds = check_seconds(where, value)
+    if seconds <= 0:
+        raise ConfigurationError(f"{where} must be a positive number of seconds, not {value!r}.")
+    return seconds

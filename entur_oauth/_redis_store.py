@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from ._errors import ConfigurationError
-from ._policy import MAX_SECONDS, check_seconds
+from ._policy import MAX_SECONDS, check_positive_seconds
 
 try:
     import redis
@@ -131,12 +131,12 @@ class RedisTokenStore:
             raise ConfigurationError(
                 f"RedisTokenStore: cluster must be True or False, not {cluster!r}."
             )
-        lease_ttl = _positive_seconds("lease_ttl", lease_ttl)
+        lease_ttl = check_positive_seconds("RedisTokenStore: lease_ttl", lease_ttl)
         if wait_timeout is None:
             wait_timeout = min(2 * lease_ttl, MAX_SECONDS)
-        wait_timeout = _positive_seconds("wait_timeout", wait_timeout)
-        poll_interval = _positive_seconds("poll_interval", poll_interval)
-        socket_timeout = _positive_seconds("socket_timeout", socket_timeout)
+        wait_timeout = check_positive_seconds("RedisTokenStore: wait_timeout", wait_timeout)
+        poll_interval = check_positive_seconds("RedisTokenStore: poll_interval", poll_interval)
+        socket_timeout = check_positive_seconds("RedisTokenStore: socket_timeout", socket_timeout)
         self._connect, self._where = _connector(url_or_client, cluster, socket_timeout)
         self._connected: _Connected | None = None
         self._connect_guard = threading.Lock()
@@ -281,16 +281,6 @@ def slot_keys(key: str) -> tuple[str, str]:
         prefix, colon, name = key.rpartition(":")
         key = f"{prefix}{colon}{{{name}}}"
     return key, f"{key}:lease"
-
-
-def _positive_seconds(name: str, value: object) -> float:
-    """``value`` as seconds, checked when the store is built (not at its first use)."""
-    seconds = check_seconds(f"RedisTokenStore: {name}", value)
-    if seconds <= 0:
-        raise ConfigurationError(
-            f"RedisTokenStore: {name} must be a positive number of seconds, not {value!r}."
-        )
-    return seconds
 
 
 def _connector(
