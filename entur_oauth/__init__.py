@@ -14,7 +14,7 @@ import typing
 if typing.TYPE_CHECKING:
     from ._api_errors import APIError, ForbiddenError, SessionTimeoutError, UnauthorizedError
     from ._client import EnturClient
-    from ._config import ClientNameWarning
+    from ._settings import ClientNameWarning
     from ._environments import Environment, get_environment
     from ._errors import (
         ConfigurationError,
@@ -35,7 +35,7 @@ if typing.TYPE_CHECKING:
 #: Public name -> the private module that defines it.
 _LAZY = {
     "APIError": "_api_errors",
-    "ClientNameWarning": "_config",
+    "ClientNameWarning": "_settings",
     "ConfigurationError": "_errors",
     "EnturClient": "_client",
     "EnturError": "_errors",

@@ -43,7 +43,7 @@ from anyio.abc import TaskGroup
 from ._authlib import AsyncOAuth2Client, OAuth2Token
 from ._clock import Clock, SystemClock
 from ._codec import TokenCodec, store_key
-from ._config import read_env, resolve_environment, validate_client_name
+from ._settings import read_env, resolve_environment, validate_client_name
 from ._environments import Environment, check_url, is_loopback_host
 from ._errors import (
     ConfigurationError,

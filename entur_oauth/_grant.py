@@ -137,7 +137,7 @@ def _mapped(exc: Exception, url: str, secret: object) -> TokenRequestError:
     if isinstance(exc, httpx2.TransportError | OSError) or _is_anyio_error(exc):
         # The message of a connection error names a host or an errno, never the request;
         # redacted all the same, as a proxy's error text may quote anything.
-        detail = sanitize_snippet(str(exc), _redact(secret))
+        detail = sanitize_snippet(str(exc), _scrub(secret))
         return TokenRequestError(
             f"Could not reach the token endpoint {url} ({name}: {detail}); check the "
             "network, proxy and DNS.",
@@ -164,7 +164,7 @@ def _is_anyio_error(exc: Exception) -> bool:
     return type(exc).__module__.startswith("anyio")
 
 
-def _redact(secret: object) -> tuple[str, ...]:
+def _scrub(secret: object) -> tuple[str, ...]:
     reveal = getattr(secret, "reveal", None)
     return (Unprintable(reveal()),) if callable(reveal) else ()
 
@@ -228,7 +228,7 @@ def parse_response(
         sent_wall=sent[1],
         # Wrapped: parse_token_response keeps ``redact`` in a local of the frame that
         # raises (the Grant drops those frames, but a direct caller may not).
-        redact=_redact(secret),
+        redact=_scrub(secret),
         truncated=bool(response.extensions.get(TRUNCATED)),
         where=where,
     )

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import InvalidCredentialsError, TokenRequestError
-from ._redact import body_snippet as _body_snippet
-from ._redact import sanitize_snippet
+from ._scrub import body_snippet as _body_snippet
+from ._scrub import sanitize_snippet
 from ._secrets import fingerprint
 
 __all__ = [

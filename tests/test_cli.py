@@ -857,7 +857,7 @@ def test_environment_is_resolved_once_per_call(
 ) -> None:
     """One CLI call looks the environment up once: the settings hand the client an
     Environment, not a name to look up again (in-process, counting the look-ups)."""
-    import entur_oauth._config
+    import entur_oauth._settings
     import entur_oauth._environments
     from entur_oauth._cli import main
 
@@ -868,7 +868,7 @@ def test_environment_is_resolved_once_per_call(
         looked_up.append(name)
         return real(name)
 
-    monkeypatch.setattr(entur_oauth._config, "get_environment", counting)
+    monkeypatch.setattr(entur_oauth._settings, "get_environment", counting)
     monkeypatch.setattr(entur_oauth._environments, "get_environment", counting)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     for argv in (["token", "--no-cache"], ["token"], ["check"], ["request", "GET", "/x"]):

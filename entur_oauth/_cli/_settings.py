@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._config import (
+from .._settings import (
     CUSTOM_ENVIRONMENT_NAME,
     builtin_or_none,
     ignoring_custom_variables,
@@ -241,7 +241,7 @@ def make_client(
 ) -> EnturClient:
     """An :class:`EnturClient` for ``settings`` (imports the HTTP stack)."""
     from .._client import EnturClient
-    from .._config import ClientNameWarning
+    from .._settings import ClientNameWarning
 
     assert settings.client_name is not None  # read_env requires it
     with warnings.catch_warnings():

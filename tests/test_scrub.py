@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from entur_oauth import RetryPolicy, TokenRequestError, _redact
-from entur_oauth._redact import body_snippet, sanitize_snippet
+from entur_oauth import RetryPolicy, TokenRequestError, _scrub
+from entur_oauth._scrub import body_snippet, sanitize_snippet
 from entur_oauth._secrets import fingerprint
 from entur_oauth._token import parse_token_response
 from entur_oauth.testing import FakeEntur, ScriptedResponse
@@ -281,10 +281,10 @@ def test_token_fingerprints_are_kept() -> None:
 
 def _whole_text_snippet(body: str, secrets: tuple[str, ...]) -> str:
     """The snippet as it was made before the window: the whole text redacted, then cut."""
-    text = _redact._fold(_redact._redact_text(body, secrets))
+    text = _scrub._fold(_scrub._redact_text(body, secrets))
     if len(text) > 160:
         text = text[:160] + "..."
-    return _redact._redact_text(text, secrets)
+    return _scrub._redact_text(text, secrets)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -346,13 +346,13 @@ def test_a_one_mebibyte_error_body_is_redacted_in_a_bounded_window(
     as the characters handed to the redaction, not timed, so the machine's load cannot make
     it flaky. The timing itself is reported by the benchmarks, not asserted here."""
     seen: list[int] = []
-    inner = _redact._redact_text
+    inner = _scrub._redact_text
 
     def counting(text: str, redact: tuple[str, ...]) -> str:
         seen.append(len(text))
         return inner(text, redact)
 
-    monkeypatch.setattr(_redact, "_redact_text", counting)
+    monkeypatch.setattr(_scrub, "_redact_text", counting)
     try:
         payload = json.loads(body)
     except ValueError:
