@@ -23,6 +23,8 @@ import pytest
 
 from entur_oauth.testing import FakeEntur, ScriptedResponse
 
+from .conftest import NO_NETWORK
+
 SCRIPT = Path(sys.executable).with_name("entur-oauth")
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
 #: The shape of a FakeEntur's random default secret (the demo's fake is one).
@@ -673,6 +675,51 @@ def test_demo_warns_that_credentials_are_unused_without_environment(
     assert entur_fake.token_count == 0
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="runs the hint in a POSIX shell")
+@pytest.mark.parametrize("script_on_path", [True, False], ids=["script-on-path", "nox-demo"])
+def test_demo_next_hint_is_a_command_the_shell_runs(
+    base_env: dict[str, str], script_on_path: bool
+) -> None:
+    """The demo's closing "Next:" command runs as printed, from the same folder: the console
+    script when the PATH finds this installation's, else this interpreter with -m (after
+    ``nox -s demo`` the script sits in .nox/demo/bin, off the PATH). Without credentials it
+    gets as far as asking for them (exit 2), before any network."""
+    bin_dir = Path(sys.executable).absolute().parent
+    path = f"{bin_dir}{os.pathsep}/usr/bin:/bin" if script_on_path else "/usr/bin:/bin"
+    env = {**base_env, **NO_NETWORK, "PATH": path}
+    cwd = bin_dir.parents[1]  # the folder holding the environment, as a clone holds .nox
+    demo = subprocess.run(
+        [sys.executable, "-m", "entur_oauth", "demo", "--calls", "3", "--server", "builtin"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stderr
+    lines = demo.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Next:"))
+    hint = lines[start + 2].strip()
+    assert hint.endswith(" demo --environment staging"), hint
+    if script_on_path:
+        assert hint.startswith("entur-oauth demo")
+    else:
+        assert hint.startswith(f"{bin_dir.relative_to(cwd)}/python -m entur_oauth demo"), hint
+    ran = subprocess.run(
+        ["/bin/sh", "-c", hint],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert "ENTUR_CLIENT_ID" in ran.stderr
+
+
 # -- fake-server ---------------------------------------------------------------------------
 
 
@@ -857,8 +904,8 @@ def test_environment_is_resolved_once_per_call(
 ) -> None:
     """One CLI call looks the environment up once: the settings hand the client an
     Environment, not a name to look up again (in-process, counting the look-ups)."""
-    import entur_oauth._settings
     import entur_oauth._environments
+    import entur_oauth._settings
     from entur_oauth._cli import main
 
     looked_up: list[str] = []
