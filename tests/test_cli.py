@@ -677,22 +677,27 @@ def test_demo_warns_that_credentials_are_unused_without_environment(
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="runs the hint in a POSIX shell")
-@pytest.mark.parametrize("script_on_path", [True, False], ids=["script-on-path", "nox-demo"])
-def test_demo_next_hint_is_a_command_the_shell_runs(
-    base_env: dict[str, str], script_on_path: bool
-) -> None:
-    """The demo's closing "Next:" command runs as printed, from the same folder: the console
-    script when the PATH finds this installation's, else this interpreter with -m (after
-    ``nox -s demo`` the script sits in .nox/demo/bin, off the PATH). Without credentials it
-    gets as far as asking for them (exit 2), before any network."""
+@pytest.mark.parametrize("how", ["script-on-path", "script-off-path", "nox-demo"])
+def test_demo_next_hint_is_a_command_the_shell_runs(base_env: dict[str, str], how: str) -> None:
+    """The demo's closing "Next:" command runs as printed, from the same folder, in the
+    user's shell: the console script when the user's PATH finds this installation's, else
+    this interpreter with -m. ``nox -s demo`` puts the session's bin folder on the PATH of
+    what it runs (and sets NOX_CURRENT_SESSION), not on the user's. Without credentials the
+    command gets as far as asking for them (exit 2), before any network."""
     bin_dir = Path(sys.executable).absolute().parent
-    path = f"{bin_dir}{os.pathsep}/usr/bin:/bin" if script_on_path else "/usr/bin:/bin"
-    env = {**base_env, **NO_NETWORK, "PATH": path}
+    users_path = (
+        f"{bin_dir}{os.pathsep}/usr/bin:/bin" if how == "script-on-path" else "/usr/bin:/bin"
+    )
+    users_env = {**base_env, **NO_NETWORK, "PATH": users_path}
+    users_env.pop("NOX_CURRENT_SESSION", None)
+    demo_env = dict(users_env)
+    if how == "nox-demo":
+        demo_env.update(PATH=f"{bin_dir}{os.pathsep}{users_path}", NOX_CURRENT_SESSION="demo")
     cwd = bin_dir.parents[1]  # the folder holding the environment, as a clone holds .nox
     demo = subprocess.run(
         [sys.executable, "-m", "entur_oauth", "demo", "--calls", "3", "--server", "builtin"],
         cwd=cwd,
-        env=env,
+        env=demo_env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -703,14 +708,14 @@ def test_demo_next_hint_is_a_command_the_shell_runs(
     start = next(i for i, line in enumerate(lines) if line.startswith("Next:"))
     hint = lines[start + 2].strip()
     assert hint.endswith(" demo --environment staging"), hint
-    if script_on_path:
+    if how == "script-on-path":
         assert hint.startswith("entur-oauth demo")
     else:
         assert hint.startswith(f"{bin_dir.relative_to(cwd)}/python -m entur_oauth demo"), hint
     ran = subprocess.run(
         ["/bin/sh", "-c", hint],
         cwd=cwd,
-        env=env,
+        env=users_env,
         capture_output=True,
         text=True,
         timeout=60,

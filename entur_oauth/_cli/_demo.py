@@ -197,13 +197,15 @@ def _entur_oauth_command() -> str:
     """How the user's shell runs this installation's ``entur-oauth``.
 
     The console script when the ``PATH`` finds this installation's; else this interpreter
-    with ``-m entur_oauth``: after ``nox -s demo`` the script is in ``.nox/demo/bin``, which
-    is not on the ``PATH``. The interpreter is named relative to the working directory when
-    it lies under it (``.nox/demo/bin/python``), as the user's shell is usually there too.
+    with ``-m entur_oauth``. Under nox (``nox -s demo``) the script is in ``.nox/demo/bin``,
+    which nox puts on the ``PATH`` of the commands it runs but which is not on the user's.
+    The interpreter is named relative to the working directory when it lies under it
+    (``.nox/demo/bin/python``), as the user's shell is usually there too.
     """
     bin_dir = Path(sys.executable).absolute().parent
     script = shutil.which("entur-oauth")
-    if script is not None and Path(script).absolute().parent == bin_dir:
+    on_users_path = "NOX_CURRENT_SESSION" not in os.environ
+    if on_users_path and script is not None and Path(script).absolute().parent == bin_dir:
         return "entur-oauth"
     python = Path(sys.executable).absolute()
     with contextlib.suppress(ValueError):
