@@ -529,6 +529,26 @@ def test_readme_logging_snippet_shows_the_librarys_log_lines(
     assert not re.search(r"eyJ[\w-]*\.[\w-]+\.", result.stderr)
 
 
+@pytest.mark.slow
+def test_readme_synchronous_example_prints_what_its_comments_say(
+    readme_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The README's synchronous example (two asyncio.run calls, a new client in each) prints
+    what its comments promise: the first call fetches a token, the second reuses it."""
+    (block,) = (
+        b
+        for b in extract_blocks(README.read_text(encoding="utf-8"))
+        if b.kind == "python" and "asyncio.run(fetch(" in b.code
+    )
+    promised = re.findall(r"# (\(\d+, \d+\)):", block.code)
+    assert promised == ["(200, 1)", "(200, 0)"]
+    script = tmp_path / "sync_block.py"
+    script.write_text(block.code, encoding="utf-8")
+    result = _run([sys.executable, "-W", "error", str(script)], readme_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == promised
+
+
 # -- the documents hang together -----------------------------------------------------------
 
 _LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
