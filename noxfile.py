@@ -37,12 +37,13 @@ def tests(session: nox.Session) -> None:
 
 
 def floors() -> list[str]:
-    """Pin every runtime dependency (the redis extra too) to the floor pyproject.toml gives."""
+    """Pin every runtime dependency (every extra's too) to the floor pyproject.toml gives."""
     from packaging.requirements import Requirement  # nox itself depends on packaging
 
     project = PYPROJECT["project"]
+    extras = [text for texts in project["optional-dependencies"].values() for text in texts]
     pins = []
-    for text in [*project["dependencies"], *project["optional-dependencies"]["redis"]]:
+    for text in [*project["dependencies"], *extras]:
         requirement = Requirement(text)
         lows = [spec.version for spec in requirement.specifier if spec.operator == ">="]
         if len(lows) != 1:

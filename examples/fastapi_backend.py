@@ -2,7 +2,8 @@
 
 It shows the pattern for web apps: the client is created once in the lifespan (so every
 request reuses its connections and its token), handed to endpoints by a dependency, and
-closed on shutdown; Entur errors become sensible HTTP answers (502/503) for your callers.
+closed on shutdown; Entur errors become sensible HTTP answers (502/503) for your callers,
+which never see how the back end's own credentials are set up (that detail is logged).
 
 Run it against Entur (staging here) with a client from Entur Partner
 (``pip install fastapi uvicorn``)::
@@ -16,6 +17,7 @@ Run it against Entur (staging here) with a client from Entur Partner
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -35,6 +37,9 @@ MISSING = [
 ]
 if MISSING:
     sys.exit(f"fastapi_backend.py: set {', '.join(MISSING)} (see the file's docstring).")
+
+
+logger = logging.getLogger("fastapi_backend")
 
 
 class State(TypedDict):
@@ -76,9 +81,12 @@ async def entur_proxy(path: str, entur: Entur) -> Any:
     """Any partner API GET, with the token added; Entur's errors mapped for our callers."""
     try:
         response = await entur.get(f"/{path}")
-    except TokenRequestError as exc:
-        # Our credentials or Entur's token endpoint: not the caller's fault.
-        raise HTTPException(503, f"Entur authentication failed: {exc}") from None
+    except TokenRequestError:
+        # Our credentials or Entur's token endpoint: not the caller's fault, and none of the
+        # caller's business (the message names the token URL and our settings): log the
+        # detail for us, answer the caller in general terms.
+        logger.exception("Entur authentication failed")
+        raise HTTPException(503, "Entur is unavailable; try again later") from None
     except APIError as exc:  # 401/403/408 after the client's own retry
         raise HTTPException(502, f"Entur answered {exc.status_code}") from None
     if response.status_code >= 400:

@@ -23,6 +23,8 @@ import pytest
 
 from entur_oauth.testing import FakeEntur, ScriptedResponse
 
+from .conftest import NO_NETWORK
+
 SCRIPT = Path(sys.executable).with_name("entur-oauth")
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
 #: The shape of a FakeEntur's random default secret (the demo's fake is one).
@@ -671,6 +673,56 @@ def test_demo_warns_that_credentials_are_unused_without_environment(
     assert result.returncode == 0
     assert "not used" in result.stderr
     assert entur_fake.token_count == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="runs the hint in a POSIX shell")
+@pytest.mark.parametrize("how", ["script-on-path", "script-off-path", "nox-demo"])
+def test_demo_next_hint_is_a_command_the_shell_runs(base_env: dict[str, str], how: str) -> None:
+    """The demo's closing "Next:" command runs as printed, from the same folder, in the
+    user's shell: the console script when the user's PATH finds this installation's, else
+    this interpreter with -m. ``nox -s demo`` puts the session's bin folder on the PATH of
+    what it runs (and sets NOX_CURRENT_SESSION), not on the user's. Without credentials the
+    command gets as far as asking for them (exit 2), before any network."""
+    bin_dir = Path(sys.executable).absolute().parent
+    users_path = (
+        f"{bin_dir}{os.pathsep}/usr/bin:/bin" if how == "script-on-path" else "/usr/bin:/bin"
+    )
+    users_env = {**base_env, **NO_NETWORK, "PATH": users_path}
+    users_env.pop("NOX_CURRENT_SESSION", None)
+    demo_env = dict(users_env)
+    if how == "nox-demo":
+        demo_env.update(PATH=f"{bin_dir}{os.pathsep}{users_path}", NOX_CURRENT_SESSION="demo")
+    cwd = bin_dir.parents[1]  # the folder holding the environment, as a clone holds .nox
+    demo = subprocess.run(
+        [sys.executable, "-m", "entur_oauth", "demo", "--calls", "3", "--server", "builtin"],
+        cwd=cwd,
+        env=demo_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stderr
+    lines = demo.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Next:"))
+    hint = lines[start + 2].strip()
+    assert hint.endswith(" demo --environment staging"), hint
+    if how == "script-on-path":
+        assert hint.startswith("entur-oauth demo")
+    else:
+        assert hint.startswith(f"{bin_dir.relative_to(cwd)}/python -m entur_oauth demo"), hint
+    ran = subprocess.run(
+        ["/bin/sh", "-c", hint],
+        cwd=cwd,
+        env=users_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert "ENTUR_CLIENT_ID" in ran.stderr
 
 
 # -- fake-server ---------------------------------------------------------------------------

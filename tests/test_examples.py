@@ -158,6 +158,25 @@ def test_trio_basic(served: tuple[FakeEntur, dict[str, str]]) -> None:
     assert len(fake.api_requests) == 4
 
 
+def test_sync_script_shares_one_token_across_asyncio_runs(
+    served: tuple[FakeEntur, dict[str, str]],
+) -> None:
+    """Two calls from synchronous code, each in its own asyncio.run with a new client, make
+    one token request between them: the default (per-process) store shares the token."""
+    fake, env = served
+    result = run_example("sync_script.py", "/sales/v1/x", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    assert lines[0].startswith("call 1: {")
+    assert lines[0].endswith("tokens fetched by this call: 1")
+    assert lines[1].endswith("tokens fetched by this call: 0")
+    assert all("'path': '/sales/v1/x'" in line for line in lines)
+    assert fake.token_count == 1
+    assert len(fake.api_requests) == 2
+    assert len({r.headers["authorization"] for r in fake.api_requests}) == 1
+
+
 def test_journey_planner(served: tuple[FakeEntur, dict[str, str]]) -> None:
     """The open-API trip query sends GraphQL with ET-Client-Name and no token."""
     fake, env = served
@@ -244,8 +263,9 @@ def test_fastapi_backend_shares_one_client(
     served: tuple[FakeEntur, dict[str, str]], tmp_path: Path
 ) -> None:
     """A real uvicorn process serves the example: endpoints share the lifespan's client (one
-    token for all calls), Entur errors become 502, and shutdown closes the client. It runs
-    from a copy of the file elsewhere, with the docstring's command."""
+    token for all calls), Entur's API errors become 502, token errors a generic 503 whose
+    detail (token URL, settings) only the back end's log shows, and shutdown closes the
+    client. It runs from a copy of the file elsewhere, with the docstring's command."""
     pytest.importorskip("fastapi")
     fake, env = served
     port = _free_port()
@@ -283,14 +303,25 @@ def test_fastapi_backend_shares_one_client(
             fake.revoke_all()
             fake.fail_token(503, times=3)
             unavailable = http.get("/entur/personalisation/v1/programs/1")
-            assert unavailable.status_code == 503
-            assert "Entur authentication failed" in unavailable.json()["detail"]
-        assert fake.token_count == 4  # 1 shared by 18 calls, then 3 failed attempts
+            fake.fail_token(401)  # InvalidCredentialsError: its message names our settings
+            rejected = http.get("/entur/personalisation/v1/programs/1")
+            for answer in (unavailable, rejected):
+                assert (answer.status_code, answer.json()) == (
+                    503,
+                    {"detail": "Entur is unavailable; try again later"},
+                )
+        assert fake.token_count == 5  # 1 shared by 18 calls, 3 failed attempts, 1 rejected
         assert {r.headers["et-client-name"] for r in fake.api_requests} == {"acme-examples"}
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
+    # What the callers were not told is in the back end's own log: both errors, in full.
+    assert stderr.count("Entur authentication failed") == 2, stderr
+    logged = re.findall(r"(?m)^\S*(TokenRequestError|InvalidCredentialsError): (.*)$", stderr)
+    assert [kind for kind, _ in logged] == ["TokenRequestError", "InvalidCredentialsError"]
+    assert all("/oauth/token" in message for _, message in logged)
+    assert "ENTUR_CLIENT_ID" in logged[1][1]
     assert stderr.index("Waiting for application shutdown") < stderr.index("EnturClient closed")
     assert "Application shutdown complete" in stderr
     assert fake.client_secret not in stderr

@@ -1,6 +1,7 @@
-"""Every code block of README.md runs, so the README cannot rot.
+"""Every code block of the README (and of docs/*.md and CONTRIBUTING.md) runs, so the
+documentation cannot rot.
 
-Rules for README authors:
+Rules for authors (the same in every one of those files):
 
 * A ```python block runs as a script in a subprocess whose ``ENTUR_*`` variables point at a
   fake Entur on loopback (with sample Journey Planner and geocoder answers); it must exit 0.
@@ -20,7 +21,10 @@ Rules for README authors:
   must print the README's lines, with its port for 8765.
 * Nothing reaches beyond loopback: every other address goes to a dead proxy.
 
-``TEST_README=path`` runs the blocks of another markdown file (to try this runner out).
+Links between those files (``[text](docs/page.md#anchor)``) must lead to a file and, with an
+anchor, to a heading of it; the README's "Contents" lists each of its sections.
+
+``TEST_README=path`` runs the blocks of another markdown file alone (to try this runner out).
 """
 
 from __future__ import annotations
@@ -48,7 +52,33 @@ from .conftest import NO_NETWORK
 
 pytest_plugins = ["tests.redis_fixture"]
 
-README = Path(os.environ.get("TEST_README") or Path(__file__).resolve().parents[1] / "README.md")
+ROOT = Path(__file__).resolve().parents[1]
+README = Path(os.environ.get("TEST_README") or ROOT / "README.md")
+
+
+def documents() -> list[Path]:
+    """The markdown files whose blocks run: the README, CONTRIBUTING.md and docs/*.md."""
+    if os.environ.get("TEST_README"):
+        return [README]
+    others = [ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [README, *(path for path in others if path.exists())]
+
+
+def _name(path: Path) -> str:
+    """``path`` as the tests name it: relative to the repository when it is in it."""
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
+
+
+def all_blocks() -> list[tuple[Path, Block]]:
+    """Every block of every document, with the document it is in."""
+    return [
+        (path, block)
+        for path in documents()
+        if path.exists()
+        for block in extract_blocks(path.read_text(encoding="utf-8"))
+    ]
+
+
 SKIP_MARK = "<!-- skip-test -->"
 _NEEDS_MARK = re.compile(r"^<!-- test-needs: (?P<what>[\w-]+) -->$")
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
@@ -127,10 +157,12 @@ def console_commands(code: str) -> list[str]:
 
 def _params() -> list[object]:
     if not README.exists():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{README} does not exist"))]
+        return [
+            pytest.param(README, None, marks=pytest.mark.skip(reason=f"{README} does not exist"))
+        ]
     return [
-        pytest.param(block, id=f"{block.kind}-line{block.line}")
-        for block in extract_blocks(README.read_text(encoding="utf-8"))
+        pytest.param(path, block, id=f"{_name(path)}-{block.kind}-line{block.line}")
+        for path, block in all_blocks()
     ]
 
 
@@ -151,15 +183,19 @@ def _run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     )
 
 
-@pytest.mark.parametrize("block", _params())
+@pytest.mark.parametrize(("document", "block"), _params())
 def test_readme_block_runs(
-    block: Block, readme_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+    document: Path,
+    block: Block,
+    readme_env: dict[str, str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """Each python block runs (a script, or tests under pytest); each console block's
-    entur-oauth commands exit 0."""
+    """Each python block (of the README, docs/*.md, CONTRIBUTING.md) runs (a script, or
+    tests under pytest); each console block's entur-oauth commands exit 0."""
     if block.skip:
         pytest.skip(f"marked {SKIP_MARK}")
-    where = f"{README.name} line {block.line}"
+    where = f"{_name(document)} line {block.line}"
     if block.needs == "redis":
         # Skipped (or failed, in CI) by the fixture when redis-server is missing.
         readme_env = {**readme_env, "REDIS_URL": request.getfixturevalue("redis_url")}
@@ -253,16 +289,31 @@ def test_extract_blocks_reads_kinds_lines_indentation_and_skip_marks() -> None:
 
 
 def test_readme_runs_a_redis_block() -> None:
-    """The RedisTokenStore example is run (against a real Redis), not skipped."""
-    blocks = extract_blocks(README.read_text(encoding="utf-8"))
-    redis_blocks = [b for b in blocks if "RedisTokenStore(" in b.code and b.kind == "python"]
-    assert redis_blocks
+    """The RedisTokenStore examples (docs/many-workers.md) are run against a real Redis, not
+    skipped: the single, Cluster and Sentinel ones."""
+    redis_blocks = [
+        b for _, b in all_blocks() if "RedisTokenStore(" in b.code and b.kind == "python"
+    ]
+    assert len(redis_blocks) >= 3
     assert all(b.needs == "redis" and not b.skip for b in redis_blocks)
+    assert any("REDIS_CLUSTER_URL" in b.code for b in redis_blocks)
+    assert any("REDIS_SENTINELS" in b.code for b in redis_blocks)
+
+
+def test_docs_pages_blocks_are_run_like_the_readmes() -> None:
+    """Blocks of docs/*.md are collected, runnable ones included, so a section moved out of
+    the README keeps its test."""
+    if os.environ.get("TEST_README"):
+        pytest.skip("TEST_README runs one file")
+    pages = [path for path in documents() if path.parent.name == "docs"]
+    assert pages, "no docs/*.md"
+    collected = {path for path, block in all_blocks() if not block.skip}
+    assert ROOT / "docs" / "many-workers.md" in collected
 
 
 def _fake_server_transcript() -> list[str]:
     """The README's ``$ entur-oauth fake-server`` block: the lines it shows printed."""
-    for block in extract_blocks(README.read_text(encoding="utf-8")):
+    for _, block in all_blocks():
         lines = block.code.rstrip("\n").splitlines()
         if block.kind == "console" and lines and lines[0] == "$ entur-oauth fake-server":
             return lines[1:]
@@ -316,7 +367,11 @@ _GRAPHQL = "`POST /journey-planner/v3/graphql` with `samples=True`"
 
 def _fake_table() -> dict[str, str]:
     """The README's 'What the fake answers' table: request -> status column."""
-    text = README.read_text(encoding="utf-8")
+    (text,) = (
+        text
+        for text in (path.read_text(encoding="utf-8") for path in documents())
+        if "What the fake answers" in text
+    )
     start = text.index("What the fake answers")
     rows: dict[str, str] = {}
     for line in text[start:].splitlines()[1:]:
@@ -419,7 +474,7 @@ def test_readme_graphql_command_gets_server_info(
     the fake, prints Journey Planner's serverInfo, as its query asks."""
     lines = [
         line
-        for block in extract_blocks(README.read_text(encoding="utf-8"))
+        for _, block in all_blocks()
         if block.kind == "console"
         for line in console_commands(block.code)
         if "serverInfo" in line
@@ -430,3 +485,126 @@ def test_readme_graphql_command_gets_server_info(
         result = _run([str(script), *shlex.split(line)[1:]], readme_env, tmp_path)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["data"]["serverInfo"]["version"]
+
+
+@pytest.mark.slow
+def test_readme_logging_snippet_shows_the_librarys_log_lines(
+    readme_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The README's three-line logging snippet, followed by one call, shows the library's
+    log lines on stderr: the ones the README quotes, the token by fingerprint only."""
+    text = README.read_text(encoding="utf-8")
+    (snippet,) = (
+        b.code
+        for b in extract_blocks(text)
+        if b.kind == "python" and 'getLogger("entur_oauth")' in b.code
+    )
+    assert len([line for line in snippet.splitlines() if line.strip()]) == 3, snippet
+    call = textwrap.dedent(
+        """
+        import anyio
+
+        from entur_oauth import EnturClient
+
+
+        async def main() -> None:
+            async with EnturClient.from_env() as entur:
+                await entur.get("/personalisation/v1/programs/1")
+
+
+        anyio.run(main)
+        """
+    )
+    script = tmp_path / "logging_snippet.py"
+    script.write_text(snippet + call, encoding="utf-8")
+    result = _run([sys.executable, "-W", "error", str(script)], readme_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    logged = result.stderr.splitlines()
+    quoted = re.findall(r"`(DEBUG:entur_oauth:[^`]+)`", text)
+    assert len(quoted) >= 2
+    for line in quoted:
+        # The README's fingerprint is an example: compare up to the last word.
+        start = line.rsplit(" ", 1)[0]
+        assert any(got.startswith(start) for got in logged), (line, result.stderr)
+    assert not re.search(r"eyJ[\w-]*\.[\w-]+\.", result.stderr)
+
+
+@pytest.mark.slow
+def test_readme_synchronous_example_prints_what_its_comments_say(
+    readme_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The README's synchronous example (two asyncio.run calls, a new client in each) prints
+    what its comments promise: the first call fetches a token, the second reuses it."""
+    (block,) = (
+        b
+        for b in extract_blocks(README.read_text(encoding="utf-8"))
+        if b.kind == "python" and "asyncio.run(fetch(" in b.code
+    )
+    promised = re.findall(r"# (\(\d+, \d+\)):", block.code)
+    assert promised == ["(200, 1)", "(200, 0)"]
+    script = tmp_path / "sync_block.py"
+    script.write_text(block.code, encoding="utf-8")
+    result = _run([sys.executable, "-W", "error", str(script)], readme_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == promised
+
+
+# -- the documents hang together -----------------------------------------------------------
+
+_LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+_HEADING = re.compile(r"^(#{1,6}) (?P<title>.+?)\s*$")
+
+
+def _headings(markdown: str) -> list[tuple[int, str]]:
+    """The (level, title) of each heading outside code blocks."""
+    headings, inside = [], False
+    for line in markdown.splitlines():
+        if _FENCE.match(line):
+            inside = not inside
+            continue
+        if inside:
+            continue
+        match = _HEADING.match(line)
+        if match:
+            headings.append((len(match[1]), match["title"]))
+    return headings
+
+
+def _anchor(title: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def test_links_between_the_documents_lead_somewhere() -> None:
+    """Every relative link in the README, CONTRIBUTING.md and docs/*.md names a file that
+    exists, and an anchor names a heading of that file (moving a section breaks no link)."""
+    broken = []
+    for path in documents():
+        text = path.read_text(encoding="utf-8")
+        for match in _LINK.finditer(text):
+            target = match["target"]
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            if not linked.exists():
+                broken.append(f"{_name(path)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md":
+                anchors = {_anchor(t) for _, t in _headings(linked.read_text(encoding="utf-8"))}
+                if anchor not in anchors:
+                    broken.append(f"{_name(path)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_readme_contents_lists_every_section_and_every_docs_page() -> None:
+    """The README opens with its table of contents: a link to each of its sections, in
+    order; and every docs/*.md page is linked from the README."""
+    text = README.read_text(encoding="utf-8")
+    sections = [t for level, t in _headings(text) if level == 2 and t != "Contents"]
+    start = text.index("## Contents")
+    contents = text[start : text.index("\n## ", start + 1)]
+    listed = re.findall(r"^- \[.+?\]\(#([\w-]+)\)", contents, flags=re.MULTILINE)
+    assert listed == [_anchor(t) for t in sections]
+    if not os.environ.get("TEST_README"):
+        for page in sorted((ROOT / "docs").glob("*.md")):
+            assert f"](docs/{page.name})" in text, f"README does not link docs/{page.name}"

@@ -281,23 +281,23 @@ async def test_after_a_failover_a_token_the_replica_never_got_is_fetched_once(
 
 # -- the README's ACL lines ----------------------------------------------------------------
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+#: The README's "Running many workers" in depth: where the ACL lines are.
+README = Path(__file__).resolve().parents[1] / "docs" / "many-workers.md"
 ACL_USER, ACL_PASSWORD = "entur-oauth", "long-random-password"
 
 
 def readme_acl(topology: str) -> list[str]:
-    """The ``ACL SETUSER`` line of the README's section on ``topology``."""
-    heading = {"redis": "### Many hosts", "cluster": "#### Redis Cluster"}
-    heading["sentinel"] = "#### Redis Sentinel"
+    """The ``ACL SETUSER`` line of docs/many-workers.md's section on ``topology``."""
+    heading = {"redis": "Many hosts", "cluster": "Redis Cluster", "sentinel": "Redis Sentinel"}
     section = ""
     for line in README.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
-            section = line
+            section = line.lstrip("#").strip()
         elif line.startswith("redis> ACL SETUSER") and section.startswith(heading[topology]):
             words = line.removeprefix("redis> ").split()
             assert words[2:5] == [ACL_USER, "on", f">{ACL_PASSWORD}"]
             return words
-    raise AssertionError(f"no ACL line for {topology} in the README")
+    raise AssertionError(f"no ACL line for {topology} in {README.name}")
 
 
 def acl_store(topology: str, request: pytest.FixtureRequest) -> RedisTokenStore:

@@ -7,11 +7,15 @@ Only the client's public surface is used (``get``, ``get_access_token``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shlex
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -185,5 +189,26 @@ async def _demo_fake(
     out()
     out("Next: the same against Entur staging, with your client from Entur Partner:")
     out("  export ENTUR_CLIENT_ID=... ENTUR_CLIENT_SECRET=... ENTUR_CLIENT_NAME=acme-app")
-    out("  entur-oauth demo --environment staging")
+    out(f"  {_entur_oauth_command()} demo --environment staging")
     return EXIT_OK
+
+
+def _entur_oauth_command() -> str:
+    """How the user's shell runs this installation's ``entur-oauth``.
+
+    The console script when the ``PATH`` finds this installation's; else this interpreter
+    with ``-m entur_oauth``. Under nox (``nox -s demo``) the script is in ``.nox/demo/bin``,
+    which nox puts on the ``PATH`` of the commands it runs but which is not on the user's.
+    The interpreter is named relative to the working directory when it lies under it
+    (``.nox/demo/bin/python``), as the user's shell is usually there too.
+    """
+    bin_dir = Path(sys.executable).absolute().parent
+    script = shutil.which("entur-oauth")
+    on_users_path = "NOX_CURRENT_SESSION" not in os.environ
+    if on_users_path and script is not None and Path(script).absolute().parent == bin_dir:
+        return "entur-oauth"
+    python = Path(sys.executable).absolute()
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
+    shown = str(python) if os.sep in str(python) else os.path.join(os.curdir, python)
+    return f"{shlex.quote(shown)} -m entur_oauth"
