@@ -61,6 +61,21 @@ async def _client(
         yield client, manager, store
 
 
+@asynccontextmanager
+async def _holding(kind: str, clock: FakeClock) -> AsyncIterator[dict[str, Any]]:
+    """The client arguments that make it hold a task group: the user's own
+    (``task_group=``, open around the test) or its own (a background refresher)."""
+    if kind == "background":
+        clock.autojump = False  # else the refresher's sleep jumps to the next renewal
+        yield {"refresh": RefreshPolicy(background=True)}
+        return
+    async with anyio.create_task_group() as tg:
+        yield {"task_group": tg}
+
+
+HOLDERS = ["task_group", "background"]
+
+
 async def _assert_nothing_held(manager: TokenManager, store: MemoryTokenStore) -> None:
     assert manager._flight is None
     assert manager._shared is not None
@@ -151,18 +166,23 @@ async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
 # -- cancellation --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("run", range(5))
+@pytest.mark.parametrize("run", range(3))
+@pytest.mark.parametrize("holder", HOLDERS)
 async def test_cancelled_callers_do_not_throw_away_the_shared_fetch(
-    entur_fake: FakeEntur, entur_clock: FakeClock, run: int
+    entur_fake: FakeEntur, entur_clock: FakeClock, run: int, holder: str
 ) -> None:
-    """Inside ``async with``: 100 concurrent first calls, every other one cancelled after
-    50 ms, against a token endpoint that takes 300 ms: exactly 1 token request and 50
-    successes. Whichever caller leads (trio starts tasks in random order; run 5 times)
-    may be cancelled: the fetch runs in the client's task group and goes on."""
+    """With a held task group (``task_group=`` or a background refresher): 100 concurrent
+    first calls, every other one cancelled after 50 ms, against a token endpoint that
+    takes 300 ms: exactly 1 token request and 50 successes. Whichever caller leads (trio
+    starts tasks in random order; run 3 times) may be cancelled: the fetch runs in the
+    held task group and goes on."""
     entur_fake.delay_token(0.3)
     statuses: list[int] = []
     cancelled: list[bool] = []
-    async with _client(entur_fake, entur_clock) as (client, manager, store):
+    async with (
+        _holding(holder, entur_clock) as held,
+        _client(entur_fake, entur_clock, **held) as (client, manager, store),
+    ):
 
         async def call(index: int) -> None:
             with anyio.CancelScope() as scope:
@@ -181,13 +201,17 @@ async def test_cancelled_callers_do_not_throw_away_the_shared_fetch(
         await _assert_nothing_held(manager, store)
 
 
+@pytest.mark.parametrize("holder", HOLDERS)
 async def test_a_fetch_whose_callers_all_left_still_installs_its_token(
-    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate, holder: str
 ) -> None:
-    """Inside ``async with``, every caller of a fetch is cancelled while it hangs: the
-    fetch still completes in the client's task group, and the next call uses its token
-    without another request."""
-    async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
+    """With a held task group, every caller of a fetch is cancelled while it hangs: the
+    fetch still completes in that task group, and the next call uses its token without
+    another request."""
+    async with (
+        _holding(holder, entur_clock) as held,
+        _client(entur_fake, entur_clock, gate, **held) as (client, manager, store),
+    ):
         gate.close()
         with anyio.move_on_after(5):
             async with anyio.create_task_group() as tg:
@@ -203,13 +227,18 @@ async def test_a_fetch_whose_callers_all_left_still_installs_its_token(
         await _assert_nothing_held(manager, store)
 
 
+@pytest.mark.parametrize("holder", HOLDERS)
 async def test_leaving_async_with_stops_a_hanging_shared_fetch(
-    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate, holder: str
 ) -> None:
-    """A shared fetch still hanging when the client is closed (its caller gave up) is
-    stopped: leaving ``async with`` does not wait for it, and nothing stays held."""
+    """With a held task group, a shared fetch still hanging when the client is closed
+    (its caller gave up) is stopped: leaving ``async with`` does not wait for it (nor
+    does the user's task group), and nothing stays held."""
     with anyio.fail_after(5):
-        async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
+        async with (
+            _holding(holder, entur_clock) as held,
+            _client(entur_fake, entur_clock, gate, **held) as (client, manager, store),
+        ):
             gate.close()
             with anyio.move_on_after(0.05):
                 await client.get("/x")
