@@ -124,7 +124,8 @@ async def test_two_clients_entered_by_hand_close_in_the_order_they_opened(
     assert (await a.get("/x")).status_code == (await b.get("/x")).status_code == 200
     await a.__aexit__(None, None, None)
     await b.__aexit__(None, None, None)
-    assert a.is_closed and b.is_closed
+    assert a.is_closed
+    assert b.is_closed
     async with anyio.create_task_group() as tg:
         tg.start_soon(anyio.sleep, 0)
 
@@ -169,7 +170,8 @@ async def test_a_user_task_group_lets_the_client_close_anywhere(fake: FakeEntur)
             await a.__aexit__(None, None, None)  # out of nesting order
             async with anyio.create_task_group() as other:
                 other.start_soon(b.__aexit__, None, None, None)  # another task
-    assert a.is_closed and b.is_closed
+    assert a.is_closed
+    assert b.is_closed
 
 
 # -- a held task group of the client's own ---------------------------------------------------
@@ -238,10 +240,12 @@ async def test_held_task_groups_in_nesting_order_close_quietly(fake: FakeEntur) 
         _client(fake, refresh=policy, clock=FakeClock()) as outer,
         _client(fake, refresh=policy, clock=FakeClock()) as inner,
     ):
-        assert outer._manager is not None and outer._manager.background_running
+        assert outer._manager is not None
+        assert outer._manager.background_running
         assert (await inner.get("/x")).status_code == 200
         await plain.__aexit__(None, None, None)
-    assert outer._manager is not None and not outer._manager.background_running
+    assert outer._manager is not None
+    assert not outer._manager.background_running
 
 
 # -- the shared fetch without a task group ---------------------------------------------------
