@@ -413,11 +413,13 @@ async def test_silent_token_endpoint_times_out_for_every_waiter(
     entur_fake: FakeEntur, entur_clock: FakeClock
 ) -> None:
     """A token endpoint that never answers (in-process, where no HTTP timeout applies):
-    each attempt is cut at 1.5 x RetryPolicy.timeout + 1 s, and all 20 waiters get a retryable
-    TokenRequestError instead of hanging; the client works afterwards."""
+    each attempt is cut at 1.5 x RetryPolicy.timeout + 1 s on the client's clock (a fake
+    one here, moved by the test: 2 x 16 s of it pass at once), and all 20 waiters get a
+    retryable TokenRequestError instead of hanging; the client works afterwards."""
     entur_fake.fail_token(ScriptedResponse(hang=True), times=2)
     errors: list[TokenRequestError] = []
-    async with _client(entur_fake, entur_clock, retry=RetryPolicy(timeout=0.1, attempts=2)) as (
+    limit = 10.0 * 1.5 + 1.0
+    async with _client(entur_fake, entur_clock, retry=RetryPolicy(timeout=10.0, attempts=2)) as (
         client,
         manager,
         store,
@@ -429,8 +431,13 @@ async def test_silent_token_endpoint_times_out_for_every_waiter(
             except TokenRequestError as exc:
                 errors.append(exc)
 
-        with anyio.fail_after(5):
-            await _gather(20, call)
+        with anyio.fail_after(5):  # the real-time cut-off would take 32 s
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(call)
+                for attempt in (1, 2):
+                    await eventually(lambda n=attempt: entur_fake.token_count == n)
+                    entur_clock.advance(limit)
         assert len(errors) == 20
         assert all(e.retryable and "did not answer" in str(e) for e in errors)
         assert entur_fake.token_count == 2
