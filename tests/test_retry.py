@@ -560,9 +560,8 @@ async def test_fake_clock_fail_after_cuts_when_the_clock_moves() -> None:
     finished: list[str] = []
 
     async def waits_forever() -> None:
-        with pytest.raises(TimeoutError):
-            with clock.fail_after(60):
-                await anyio.sleep_forever()
+        with pytest.raises(TimeoutError), clock.fail_after(60):
+            await anyio.sleep_forever()
         finished.append("cut")
 
     with anyio.fail_after(5):

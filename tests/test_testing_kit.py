@@ -344,7 +344,11 @@ async def test_expected_failure(entur_fake, entur_client):
 
 def _user_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_user.py").write_text(textwrap.dedent(USER_TESTS))
-    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    # A project that has pytest-asyncio installed too (the test group does) sets its loop
+    # scope, as pytest-asyncio asks; our fixtures run beside it in its strict mode.
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = error\nasyncio_default_fixture_loop_scope = function\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTUR_", "PYTEST_"))}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
