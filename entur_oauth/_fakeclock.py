@@ -67,8 +67,15 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         """Wait until the clock has moved ``seconds`` forward."""
         if self.autojump:
-            self.advance(seconds)
+            # Jump to the wake-up time, or first to a fail_after cut-off that comes sooner
+            # (as real time would reach it first): a sleeper inside that block is then
+            # cancelled here, with the clock at the cut-off, not an hour past it.
+            wake = self._now + max(seconds, 0.0)
+            cutoff = min((d for d, s in self._cutoffs if not s.cancel_called), default=wake)
+            self.advance(min(wake, cutoff) - self._now)
             await anyio.lowlevel.checkpoint()
+            if self._now < wake:
+                await self.sleep(wake - self._now)
             return
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()

@@ -857,8 +857,8 @@ def test_environment_is_resolved_once_per_call(
 ) -> None:
     """One CLI call looks the environment up once: the settings hand the client an
     Environment, not a name to look up again (in-process, counting the look-ups)."""
-    import entur_oauth._settings
     import entur_oauth._environments
+    import entur_oauth._settings
     from entur_oauth._cli import main
 
     looked_up: list[str] = []

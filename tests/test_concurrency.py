@@ -169,35 +169,36 @@ async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
 @pytest.mark.parametrize("run", range(3))
 @pytest.mark.parametrize("holder", HOLDERS)
 async def test_cancelled_callers_do_not_throw_away_the_shared_fetch(
-    entur_fake: FakeEntur, entur_clock: FakeClock, run: int, holder: str
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate, run: int, holder: str
 ) -> None:
     """With a held task group (``task_group=`` or a background refresher): 100 concurrent
-    first calls, every other one cancelled after 50 ms, against a token endpoint that
-    takes 300 ms: exactly 1 token request and 50 successes. Whichever caller leads (trio
-    starts tasks in random order; run 3 times) may be cancelled: the fetch runs in the
-    held task group and goes on."""
-    entur_fake.delay_token(0.3)
+    first calls, every other one cancelled while the token request is held in flight:
+    exactly 1 token request and 50 successes. Whichever caller leads (trio starts tasks
+    in random order; run 3 times) may be cancelled: the fetch runs in the held task group
+    and goes on."""
     statuses: list[int] = []
-    cancelled: list[bool] = []
+    scopes = [anyio.CancelScope() for _ in range(100)]
     async with (
         _holding(holder, entur_clock) as held,
-        _client(entur_fake, entur_clock, **held) as (client, manager, store),
+        _client(entur_fake, entur_clock, gate, **held) as (client, manager, store),
     ):
 
         async def call(index: int) -> None:
-            with anyio.CancelScope() as scope:
-                if index % 2 == 0:
-                    scope.deadline = anyio.current_time() + 0.05
+            with scopes[index]:
                 statuses.append((await client.get("/x")).status_code)
-            cancelled.append(scope.cancelled_caught)
 
+        gate.close()
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 for index in range(100):
                     tg.start_soon(call, index)
+                await eventually(lambda: gate.arrived == 1 and manager.waits == 100)
+                for scope in scopes[::2]:
+                    scope.cancel()
+                gate.open()
         assert statuses == [200] * 50
-        assert cancelled.count(True) == 50
-        assert (entur_fake.token_count, manager.rounds) == (1, 1)
+        assert [scope.cancelled_caught for scope in scopes].count(True) == 50
+        assert (gate.arrived, entur_fake.token_count, manager.rounds) == (1, 1, 1)
         await _assert_nothing_held(manager, store)
 
 
