@@ -499,8 +499,10 @@ class EnturClient(_TokenSurface):
         token_store: Where tokens are shared; default: one in-memory store per process.
         refresh: When tokens are renewed (:class:`RefreshPolicy`).
         retry: How the token endpoint is retried (:class:`RetryPolicy`).
-        task_group: Where ``async with client`` runs shared token fetches and the
-            background refresher, instead of a task group of its own.
+        task_group: Where ``async with client`` runs shared token fetches (they then go
+            on when their caller is cancelled) and the background refresher. Without it
+            the client holds a task group only for ``RefreshPolicy(background=True)``,
+            and must then be left by the task that entered it (``LifetimeError``).
         clock: Time source, for tests.
         token: A token to start with (authlib's ``{"access_token": ..., "expires_at": ...}``).
         update_token: authlib's hook, awaited as ``update_token(token,
