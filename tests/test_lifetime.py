@@ -10,6 +10,7 @@ A client used after it was closed says so.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -42,7 +43,8 @@ def _client(fake: FakeEntur, **kwargs: Any) -> EnturClient:
 
 # -- a real pytest-asyncio fixture -----------------------------------------------------------
 
-_fixture_tasks: list[int] = []
+#: The setup's and the teardown's asyncio tasks (kept, so that no id is reused meanwhile).
+_fixture_tasks: list[asyncio.Task[Any] | None] = []
 _fake = FakeEntur()
 
 
@@ -51,9 +53,9 @@ async def entur() -> AsyncIterator[EnturClient]:
     """The fixture most projects write for an HTTP client (pytest-asyncio runs its setup
     and its teardown in two different tasks)."""
     async with _client(_fake) as client:
-        _fixture_tasks.append(anyio.get_current_task().id)
+        _fixture_tasks.append(asyncio.current_task())
         yield client
-        _fixture_tasks.append(anyio.get_current_task().id)
+        _fixture_tasks.append(asyncio.current_task())
     assert client.is_closed
 
 
@@ -72,8 +74,10 @@ async def test_a_pytest_asyncio_fixture_enters_and_leaves_in_two_tasks(
 async def test_the_fixture_above_really_left_in_another_task() -> None:
     """The fixture of the test before entered and left the client in two tasks (so that
     test exercised the cross-task exit), and its teardown raised nothing."""
-    assert len(_fixture_tasks) == 2
-    assert _fixture_tasks[0] != _fixture_tasks[1]
+    setup, teardown = _fixture_tasks
+    assert setup is not None
+    assert teardown is not None
+    assert setup is not teardown
 
 
 # -- the same on both loops ------------------------------------------------------------------
