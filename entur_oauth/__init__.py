@@ -14,12 +14,14 @@ import typing
 if typing.TYPE_CHECKING:
     from ._api_errors import APIError, ForbiddenError, SessionTimeoutError, UnauthorizedError
     from ._client import EnturClient
+    from ._clock import Clock
     from ._environments import Environment, get_environment
     from ._errors import (
         ConfigurationError,
         EnturError,
         EventLoopError,
         InvalidCredentialsError,
+        LifetimeError,
         TokenRequestError,
         UnsupportedOperationError,
     )
@@ -36,6 +38,7 @@ if typing.TYPE_CHECKING:
 _LAZY = {
     "APIError": "_api_errors",
     "ClientNameWarning": "_settings",
+    "Clock": "_clock",
     "ConfigurationError": "_errors",
     "EnturClient": "_client",
     "EnturError": "_errors",
@@ -44,6 +47,7 @@ _LAZY = {
     "FileTokenStore": "_file_store",
     "ForbiddenError": "_api_errors",
     "InvalidCredentialsError": "_errors",
+    "LifetimeError": "_errors",
     "MemoryTokenStore": "_stores",
     "RedisTokenStore": "_redis_store",
     "RefreshPolicy": "_policy",
@@ -60,6 +64,7 @@ _LAZY = {
 __all__ = [
     "APIError",
     "ClientNameWarning",
+    "Clock",
     "ConfigurationError",
     "EnturClient",
     "EnturError",
@@ -68,6 +73,7 @@ __all__ = [
     "FileTokenStore",
     "ForbiddenError",
     "InvalidCredentialsError",
+    "LifetimeError",
     "MemoryTokenStore",
     "RefreshPolicy",
     "RetryPolicy",

@@ -31,7 +31,7 @@ import ssl
 import sys
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from types import TracebackType
 from typing import Any, NoReturn, Self, cast
 from urllib.parse import parse_qsl
@@ -53,6 +53,7 @@ from ._errors import (
     UnsupportedOperationError,
 )
 from ._grant import Grant, oauth2_token, parse_response, seed_token, send_token_request
+from ._lifetime import Lifetime, closed_error
 from ._loop import current_loop
 from ._manager import TokenManager
 from ._policy import RefreshPolicy, RetryPolicy, check_seconds
@@ -188,7 +189,7 @@ class _TokenSurface(AsyncOAuth2Client):
     _loop_run: object
     _user_auth: httpx2.Auth | None = None  # until __init__ has read httpx2's
     _task_group: TaskGroup | None
-    _exit_stack: AsyncExitStack | None
+    _lifetime: Lifetime | None  # while inside `async with` (partner clients)
 
     # -- httpx2's auth -------------------------------------------------------------------
 
@@ -344,6 +345,8 @@ class _TokenSurface(AsyncOAuth2Client):
                 "with credentials (or ENTUR_CLIENT_ID/ENTUR_CLIENT_SECRET) for partner APIs."
             )
         self._check_loop()
+        if self.is_closed:
+            raise closed_error()
         return manager
 
     async def _on_token(self, token: Token) -> None:
@@ -415,12 +418,15 @@ class _TokenSurface(AsyncOAuth2Client):
         return cls(**kwargs)
 
     async def __aenter__(self) -> Self:
+        if self.is_closed:
+            raise closed_error()
         await super().__aenter__()
         manager = self._manager
         if manager is not None:
             try:
                 self._check_loop()
-                self._exit_stack = await _start(manager, self._task_group)
+                # Holds a task group only if the settings ask for one (see _lifetime.py).
+                self._lifetime = await Lifetime.enter(manager, self._task_group)
             except BaseException:
                 # Cancelled or failed on entry: the task group is closed already; close
                 # the connections too, as __aexit__ will not run.
@@ -435,13 +441,24 @@ class _TokenSurface(AsyncOAuth2Client):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
+        """Stop the token manager's tasks and close the connections.
+
+        Raises:
+            LifetimeError: The client holds a task group of its own
+                (``RefreshPolicy(background=True)`` without ``task_group=``) and is left
+                in another task or out of nesting order; the connections are closed all
+                the same.
+            EventLoopError: Left in another event loop than the one that used it.
+        """
         try:
-            if self._exit_stack is not None:
-                stack, self._exit_stack = self._exit_stack, None
-                await stack.aclose()
+            lifetime = self._lifetime
+            if lifetime is not None:
+                await lifetime.exit()  # raises, keeping its task group, if misplaced
+                self._lifetime = None
         finally:
-            self._check_closing_loop()
-            await super().__aexit__(exc_type, exc_value, traceback)
+            if not self.is_closed:  # a second exit, after a LifetimeError
+                self._check_closing_loop()
+                await super().__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
         """Close the connections (see ``httpx2.AsyncClient.aclose``).
@@ -482,8 +499,10 @@ class EnturClient(_TokenSurface):
         token_store: Where tokens are shared; default: one in-memory store per process.
         refresh: When tokens are renewed (:class:`RefreshPolicy`).
         retry: How the token endpoint is retried (:class:`RetryPolicy`).
-        task_group: Where ``async with client`` runs shared token fetches and the
-            background refresher, instead of a task group of its own.
+        task_group: Where ``async with client`` runs shared token fetches (they then go
+            on when their caller is cancelled) and the background refresher. Without it
+            the client holds a task group only for ``RefreshPolicy(background=True)``,
+            and must then be left by the task that entered it (``LifetimeError``).
         clock: Time source, for tests.
         token: A token to start with (authlib's ``{"access_token": ..., "expires_at": ...}``).
         update_token: authlib's hook, awaited as ``update_token(token,
@@ -565,7 +584,7 @@ class EnturClient(_TokenSurface):
         self.client_name = name
         self._clock = clock
         self._task_group = task_group
-        self._exit_stack: AsyncExitStack | None = None
+        self._lifetime = None
         self._loop: object = None
         self._loop_run: object = None
         self._token_origins = _origins(env)
@@ -646,6 +665,8 @@ class EnturClient(_TokenSurface):
         if hook is not self._loop_run or hook is None:
             self._check_loop()
             self._loop_run = hook  # kept alive here, so no other run can reuse its id
+        if self.is_closed:  # else httpx2's RuntimeError, or a failed token request
+            raise closed_error()
         url = request.url
         try:
             origin = _ORIGIN(url._uri_reference)
@@ -893,20 +914,6 @@ async def _close_quietly(chunks: AsyncIterator[bytes]) -> None:
     if aclose is not None:
         with suppress(Exception):
             await aclose()
-
-
-async def _start(manager: TokenManager, task_group: TaskGroup | None) -> AsyncExitStack:
-    """Start ``manager``'s tasks; return the stack that stops them (and closes the client's
-    own task group). If starting fails or is cancelled, all of it is undone first: a task
-    group left open would corrupt the caller's cancel scopes."""
-    async with AsyncExitStack() as stack:
-        if task_group is None:
-            task_group = await stack.enter_async_context(anyio.create_task_group())
-        # Stop the manager's tasks on exit, also when they run in the user's task group
-        # (which would otherwise wait for the refresher forever).
-        stack.callback(manager.stop)
-        await manager.start(task_group)
-        return stack.pop_all()
 
 
 def _manager_for(

@@ -5,6 +5,7 @@ The hierarchy::
     EnturError
     ├── ConfigurationError (also ValueError)   bad settings, raised at construction
     ├── EventLoopError                         a client used from a second event loop
+    ├── LifetimeError (also RuntimeError)      a client used after closing, or left wrongly
     ├── UnsupportedOperationError              an authlib method that has no Entur meaning
     ├── TokenRequestError                      the token endpoint failed
     │   └── InvalidCredentialsError            the token endpoint rejected the client
@@ -35,6 +36,7 @@ __all__ = [
     "EventLoopError",
     "ForbiddenError",
     "InvalidCredentialsError",
+    "LifetimeError",
     "SessionTimeoutError",
     "TokenRequestError",
     "UnauthorizedError",
@@ -52,6 +54,15 @@ class ConfigurationError(EnturError, ValueError):
 
 class EventLoopError(EnturError, RuntimeError):
     """Raised when a client is used from an event loop other than the one it started in."""
+
+
+class LifetimeError(EnturError, RuntimeError):
+    """Raised when a client is used after it was closed, or is left (``__aexit__``) in
+    another task than the one that entered it, or out of nesting order, while it holds a
+    task group of its own (``RefreshPolicy(background=True)`` without ``task_group=``).
+
+    A ``RuntimeError``, as httpx2's own error for a closed client is.
+    """
 
 
 class UnsupportedOperationError(EnturError, NotImplementedError):

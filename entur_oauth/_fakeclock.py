@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import anyio
 
@@ -28,6 +31,8 @@ class FakeClock:
         self._now = 0.0
         self.autojump = autojump
         self._sleepers: list[tuple[float, anyio.Event]] = []
+        # The cut-offs of fail_after: cancelled when the clock reaches them.
+        self._cutoffs: list[tuple[float, anyio.CancelScope]] = []
 
     def monotonic(self) -> float:
         """Seconds since the clock was made."""
@@ -48,6 +53,9 @@ class FakeClock:
         self._sleepers = [(d, e) for d, e in self._sleepers if d > self._now]
         for event in due:
             event.set()
+        for deadline, scope in self._cutoffs:
+            if deadline <= self._now:
+                scope.cancel()
 
     def next_deadline(self) -> float | None:
         """The monotonic time the earliest sleeper wakes at, or ``None`` if none sleeps.
@@ -59,8 +67,15 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         """Wait until the clock has moved ``seconds`` forward."""
         if self.autojump:
-            self.advance(seconds)
+            # Jump to the wake-up time, or first to a fail_after cut-off that comes sooner
+            # (as real time would reach it first): a sleeper inside that block is then
+            # cancelled here, with the clock at the cut-off, not an hour past it.
+            wake = self._now + max(seconds, 0.0)
+            cutoff = min((d for d, s in self._cutoffs if not s.cancel_called), default=wake)
+            self.advance(min(wake, cutoff) - self._now)
             await anyio.lowlevel.checkpoint()
+            if self._now < wake:
+                await self.sleep(wake - self._now)
             return
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
@@ -74,6 +89,29 @@ class FakeClock:
             # deadline in next_deadline().
             if entry in self._sleepers:
                 self._sleepers.remove(entry)
+
+    @contextmanager
+    def fail_after(self, seconds: float) -> Iterator[anyio.CancelScope]:
+        """Like :func:`anyio.fail_after`, once this clock has moved ``seconds`` forward.
+
+        The same ``seconds`` of real time end it too: a test that never moves the clock
+        (or cannot, while a request hangs) is cut off as with the real clock, not hung.
+
+        Raises:
+            TimeoutError: The block did not finish in time.
+        """
+        real_deadline = anyio.current_time() + seconds if math.isfinite(seconds) else math.inf
+        entry = (self._now + seconds, anyio.CancelScope(deadline=real_deadline))
+        if entry[0] <= self._now:
+            entry[1].cancel()
+        self._cutoffs.append(entry)
+        try:
+            with entry[1] as scope:
+                yield scope
+        finally:
+            self._cutoffs.remove(entry)
+        if scope.cancelled_caught:
+            raise TimeoutError
 
     def __repr__(self) -> str:
         return f"FakeClock(monotonic={self._now:.3f})"

@@ -26,6 +26,7 @@ import httpx2
 from ._authlib import AsyncOAuth2Client, OAuth2Token
 from ._clock import Clock
 from ._errors import ConfigurationError, TokenRequestError
+from ._lifetime import closed_error
 from ._token import (
     MAX_BODY_BYTES,
     Token,
@@ -86,6 +87,10 @@ class Grant:
         return f"<Grant client_credentials {self._url}>"
 
     async def __call__(self) -> Token:
+        if self._client.is_closed:
+            # Not httpx2's RuntimeError, which the boundary below would report as a
+            # failed token request (the background refresher may still call after close).
+            raise closed_error()
         clock = self._clock
         sent_monotonic, sent_wall = clock.monotonic(), clock.time()
         result = await self._attempt()

@@ -9,9 +9,13 @@ The fast path of :meth:`TokenManager.token` (a valid token outside its advisory 
 is a field read and one clock read, with no lock and no other await.
 
 There is no lock: the one fetch in progress is a :class:`_Flight` that other tasks wait
-on, so a task cancelled while it fetches or waits leaves nothing held; the waiters simply
-look again and one of them fetches. Inside ``async with client`` the flight runs in the
-client's task group instead, and goes on when the task that started it is cancelled.
+on, so a task cancelled while it fetches or waits leaves nothing held. By default (no
+task group, see ``_lifetime.py``) the flight runs in the task of the caller that started
+it; if that caller is cancelled, the flight ends with neither token nor error and its
+waiters look again: one of them starts it anew (at most one extra token request per
+cancelled fetcher), none fails or is cancelled. Only when :meth:`TokenManager.start` was
+given a task group (``task_group=``, or ``RefreshPolicy(background=True)``) does the
+flight run there, and go on when the task that started it is cancelled.
 """
 
 from __future__ import annotations
@@ -83,9 +87,10 @@ class _StormGuard:
 
 
 class _Runner:
-    """Where fetch rounds run: in the client's task group once :meth:`TokenManager.start`
-    gave one (the round then survives the cancellation of the caller that started it,
-    issue 11 item 5), else in the task of that caller."""
+    """Where fetch rounds run: in the task group :meth:`TokenManager.start` gave, if any
+    (the round then survives the cancellation of the caller that started it, issue 11
+    item 5), else in the task of that caller (a cancelled caller hands the round on to
+    its waiters, see :meth:`TokenManager._slow_token`)."""
 
     __slots__ = ("task_group",)
 
@@ -253,8 +258,10 @@ class TokenManager:
             result = await self._join(flight, advisory=False, led=joined is None)
             if result is not None:
                 return result
-            # The fetching task was cancelled before it finished: go round, and this task
-            # (or another waiter) starts a new fetch.
+            # The fetching task was cancelled before it finished (no task group held, so
+            # the fetch ran in that task): go round, and this task (or another waiter,
+            # whichever runs first) starts a new fetch. The cancellation stays the
+            # cancelled caller's; the waiters neither fail nor are cancelled by it.
 
     async def _join(self, flight: _Flight, *, advisory: bool, led: bool = False) -> Token | None:
         """Wait for ``flight``: its token, ``None`` if it was cancelled, or its error.
@@ -339,7 +346,9 @@ class TokenManager:
         """Run shared fetches (and the background refresher, if asked) in ``task_group``.
 
         A fetch started there goes on when the caller that started it is cancelled, for
-        the callers still waiting on it (called by ``EnturClient.__aenter__``).
+        the callers still waiting on it. Called on ``async with client`` only where the
+        client holds a task group (``task_group=`` or a background refresher); without
+        a call, fetches run in their callers' tasks.
         """
         self._runner.task_group = task_group
         if self.refresh.background:

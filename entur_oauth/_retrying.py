@@ -11,9 +11,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-import anyio
-
-from ._clock import Clock
+from ._clock import Clock, fail_after
 from ._errors import InvalidCredentialsError, TokenRequestError
 from ._policy import RetryPolicy
 from ._token import Token
@@ -87,10 +85,11 @@ class RetryingFetch:
         logger.debug("fetching a token (attempt %d of %d)", attempt, self.retry.attempts)
         # A backstop for transports with no timeout of their own (an in-process app that
         # never answers). The fixed second lets httpx's own timeout, which starts only once
-        # the request is built and connected, fire first on a real socket.
+        # the request is built and connected, fire first on a real socket. On the clock's
+        # time, so a test with a fake clock reaches it without waiting.
         limit = self.retry.timeout * 1.5 + 1.0
         try:
-            with anyio.fail_after(limit):
+            with fail_after(self._clock, limit):
                 token = await self._fetch_once()
         except TimeoutError:
             # The HTTP timeout should have fired first; this guards transports that

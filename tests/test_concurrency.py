@@ -61,6 +61,21 @@ async def _client(
         yield client, manager, store
 
 
+@asynccontextmanager
+async def _holding(kind: str, clock: FakeClock) -> AsyncIterator[dict[str, Any]]:
+    """The client arguments that make it hold a task group: the user's own
+    (``task_group=``, open around the test) or its own (a background refresher)."""
+    if kind == "background":
+        clock.autojump = False  # else the refresher's sleep jumps to the next renewal
+        yield {"refresh": RefreshPolicy(background=True)}
+        return
+    async with anyio.create_task_group() as tg:
+        yield {"task_group": tg}
+
+
+HOLDERS = ["task_group", "background"]
+
+
 async def _assert_nothing_held(manager: TokenManager, store: MemoryTokenStore) -> None:
     assert manager._flight is None
     assert manager._shared is not None
@@ -151,43 +166,53 @@ async def test_fifty_waiters_on_a_failing_endpoint_share_one_round(
 # -- cancellation --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("run", range(5))
+@pytest.mark.parametrize("run", range(3))
+@pytest.mark.parametrize("holder", HOLDERS)
 async def test_cancelled_callers_do_not_throw_away_the_shared_fetch(
-    entur_fake: FakeEntur, entur_clock: FakeClock, run: int
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate, run: int, holder: str
 ) -> None:
-    """Inside ``async with``: 100 concurrent first calls, every other one cancelled after
-    50 ms, against a token endpoint that takes 300 ms: exactly 1 token request and 50
-    successes. Whichever caller leads (trio starts tasks in random order; run 5 times)
-    may be cancelled: the fetch runs in the client's task group and goes on."""
-    entur_fake.delay_token(0.3)
+    """With a held task group (``task_group=`` or a background refresher): 100 concurrent
+    first calls, every other one cancelled while the token request is held in flight:
+    exactly 1 token request and 50 successes. Whichever caller leads (trio starts tasks
+    in random order; run 3 times) may be cancelled: the fetch runs in the held task group
+    and goes on."""
     statuses: list[int] = []
-    cancelled: list[bool] = []
-    async with _client(entur_fake, entur_clock) as (client, manager, store):
+    scopes = [anyio.CancelScope() for _ in range(100)]
+    async with (
+        _holding(holder, entur_clock) as held,
+        _client(entur_fake, entur_clock, gate, **held) as (client, manager, store),
+    ):
 
         async def call(index: int) -> None:
-            with anyio.CancelScope() as scope:
-                if index % 2 == 0:
-                    scope.deadline = anyio.current_time() + 0.05
+            with scopes[index]:
                 statuses.append((await client.get("/x")).status_code)
-            cancelled.append(scope.cancelled_caught)
 
+        gate.close()
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 for index in range(100):
                     tg.start_soon(call, index)
+                await eventually(lambda: gate.arrived == 1 and manager.waits == 100)
+                for scope in scopes[::2]:
+                    scope.cancel()
+                gate.open()
         assert statuses == [200] * 50
-        assert cancelled.count(True) == 50
-        assert (entur_fake.token_count, manager.rounds) == (1, 1)
+        assert [scope.cancelled_caught for scope in scopes].count(True) == 50
+        assert (gate.arrived, entur_fake.token_count, manager.rounds) == (1, 1, 1)
         await _assert_nothing_held(manager, store)
 
 
+@pytest.mark.parametrize("holder", HOLDERS)
 async def test_a_fetch_whose_callers_all_left_still_installs_its_token(
-    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate, holder: str
 ) -> None:
-    """Inside ``async with``, every caller of a fetch is cancelled while it hangs: the
-    fetch still completes in the client's task group, and the next call uses its token
-    without another request."""
-    async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
+    """With a held task group, every caller of a fetch is cancelled while it hangs: the
+    fetch still completes in that task group, and the next call uses its token without
+    another request."""
+    async with (
+        _holding(holder, entur_clock) as held,
+        _client(entur_fake, entur_clock, gate, **held) as (client, manager, store),
+    ):
         gate.close()
         with anyio.move_on_after(5):
             async with anyio.create_task_group() as tg:
@@ -203,13 +228,18 @@ async def test_a_fetch_whose_callers_all_left_still_installs_its_token(
         await _assert_nothing_held(manager, store)
 
 
+@pytest.mark.parametrize("holder", HOLDERS)
 async def test_leaving_async_with_stops_a_hanging_shared_fetch(
-    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate
+    entur_fake: FakeEntur, entur_clock: FakeClock, gate: TokenGate, holder: str
 ) -> None:
-    """A shared fetch still hanging when the client is closed (its caller gave up) is
-    stopped: leaving ``async with`` does not wait for it, and nothing stays held."""
+    """With a held task group, a shared fetch still hanging when the client is closed
+    (its caller gave up) is stopped: leaving ``async with`` does not wait for it (nor
+    does the user's task group), and nothing stays held."""
     with anyio.fail_after(5):
-        async with _client(entur_fake, entur_clock, gate) as (client, manager, store):
+        async with (
+            _holding(holder, entur_clock) as held,
+            _client(entur_fake, entur_clock, gate, **held) as (client, manager, store),
+        ):
             gate.close()
             with anyio.move_on_after(0.05):
                 await client.get("/x")
@@ -384,11 +414,13 @@ async def test_silent_token_endpoint_times_out_for_every_waiter(
     entur_fake: FakeEntur, entur_clock: FakeClock
 ) -> None:
     """A token endpoint that never answers (in-process, where no HTTP timeout applies):
-    each attempt is cut at 1.5 x RetryPolicy.timeout + 1 s, and all 20 waiters get a retryable
-    TokenRequestError instead of hanging; the client works afterwards."""
+    each attempt is cut at 1.5 x RetryPolicy.timeout + 1 s on the client's clock (a fake
+    one here, moved by the test: 2 x 16 s of it pass at once), and all 20 waiters get a
+    retryable TokenRequestError instead of hanging; the client works afterwards."""
     entur_fake.fail_token(ScriptedResponse(hang=True), times=2)
     errors: list[TokenRequestError] = []
-    async with _client(entur_fake, entur_clock, retry=RetryPolicy(timeout=0.1, attempts=2)) as (
+    limit = 10.0 * 1.5 + 1.0
+    async with _client(entur_fake, entur_clock, retry=RetryPolicy(timeout=10.0, attempts=2)) as (
         client,
         manager,
         store,
@@ -400,8 +432,13 @@ async def test_silent_token_endpoint_times_out_for_every_waiter(
             except TokenRequestError as exc:
                 errors.append(exc)
 
-        with anyio.fail_after(5):
-            await _gather(20, call)
+        with anyio.fail_after(5):  # the real-time cut-off would take 32 s
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(call)
+                for attempt in (1, 2):
+                    await eventually(lambda n=attempt: entur_fake.token_count == n)
+                    entur_clock.advance(limit)
         assert len(errors) == 20
         assert all(e.retryable and "did not answer" in str(e) for e in errors)
         assert entur_fake.token_count == 2

@@ -8,6 +8,7 @@ import traceback
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 
@@ -532,3 +533,79 @@ def test_policy_numbers_are_kept_as_floats_and_the_limit_is_allowed() -> None:
     assert (retry.timeout, retry.total) == (5.0, 1e9)
     assert isinstance(retry.timeout, float)
     assert RefreshPolicy(background=True, failure_backoff_max=10**9).background is True
+
+
+# -- the clock (issue 17 item 4) --------------------------------------------------------------
+
+
+def test_the_clock_a_bad_clock_error_names_is_public() -> None:
+    """A bad ``clock=`` says "see entur_oauth.Clock", and that name resolves to the protocol
+    the real and the fake clock both follow."""
+    import entur_oauth
+    from entur_oauth._clock import SystemClock
+
+    with pytest.raises(ConfigurationError, match=r"see entur_oauth\.Clock") as caught:
+        EnturClient("id", "secret", client_name="acme-app", clock=object())  # type: ignore[arg-type]
+    assert "entur_oauth.Clock" in str(caught.value)
+    clock_type = entur_oauth.Clock
+    for clock in (SystemClock(), FakeClock()):
+        assert all(callable(getattr(clock, name)) for name in ("monotonic", "time", "sleep"))
+    assert {"monotonic", "time", "sleep"} <= set(vars(clock_type))
+
+
+async def test_fake_clock_fail_after_cuts_when_the_clock_moves() -> None:
+    """FakeClock.fail_after raises TimeoutError once the clock has moved past it (no real
+    waiting: a minute of real time is the backstop), and not before."""
+    clock = FakeClock()
+    finished: list[str] = []
+
+    async def waits_forever() -> None:
+        with pytest.raises(TimeoutError), clock.fail_after(60):
+            await anyio.sleep_forever()
+        finished.append("cut")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waits_forever)
+            await anyio.sleep(0.01)
+            clock.advance(59.9)
+            await anyio.sleep(0.01)
+            assert finished == []
+            clock.advance(0.1)
+    assert finished == ["cut"]
+    with clock.fail_after(1):  # finishes in time: no error
+        await anyio.lowlevel.checkpoint()
+
+
+class _ThreeMethodClock:
+    """A user's clock with only the protocol's three methods (no fail_after)."""
+
+    def __init__(self) -> None:
+        self.moved = 0.0
+
+    def monotonic(self) -> float:
+        return self.moved
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.moved
+
+    async def sleep(self, seconds: float) -> None:
+        self.moved += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_a_clock_without_fail_after_cuts_a_silent_endpoint_on_real_time(
+    entur_fake: FakeEntur,
+) -> None:
+    """A clock nobody moves and that has no ``fail_after``: a silent in-process token
+    endpoint is still cut off (on real time, ~1 s here), never left hanging."""
+    entur_fake.fail_token(ScriptedResponse(hang=True))
+    client = entur_fake.client(
+        clock=_ThreeMethodClock(),
+        token_store=MemoryTokenStore(),
+        retry=RetryPolicy(timeout=0.01, attempts=1),
+    )
+    with anyio.fail_after(10):
+        async with client:
+            with pytest.raises(TokenRequestError, match="did not answer"):
+                await client.get("/x")

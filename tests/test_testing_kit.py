@@ -204,6 +204,39 @@ async def test_delay_token_slows_the_token_endpoint(
     assert entur_fake.token_count == 2
 
 
+async def test_in_process_delays_run_on_the_fake_clock(
+    entur_fake: FakeEntur, entur_client: EnturClient, entur_clock: FakeClock
+) -> None:
+    """In-process, delay_token and delay_api wait on the fake's clock (the fixtures' one
+    jumps): a 5 s token delay and a 10 s API delay pass with no real waiting, the clock
+    moving by them; an hour-long token delay passes the request's cut-off (16 s of the
+    clock), so the client retries, as it would against a slow Entur."""
+    entur_fake.delay_token(5.0)
+    entur_fake.delay_api(10.0)
+    with anyio.fail_after(3):  # a real-time delay would take 15 s
+        async with entur_client:
+            assert (await entur_client.get("/x")).status_code == 200
+            assert entur_clock.monotonic() >= 15.0
+            assert entur_fake.token_count == 1
+            entur_fake.delay_token(3600.0)
+            await entur_client.fetch_token()
+    assert entur_fake.token_count == 3  # the hour-long one was cut off and retried
+    assert entur_clock.monotonic() < 3600.0 + 15.0  # cut at 16 s, not waited out
+
+
+@pytest.mark.slow
+def test_a_served_fake_delays_in_real_time() -> None:
+    """Served on a port, the fake runs in another thread's event loop, where the test's
+    FakeClock cannot wake it: its delays are real time (the request waits for them)."""
+    clock = FakeClock()  # nobody moves it: on it, the delay would never end
+    fake = FakeEntur(clock=clock)
+    fake.delay_api(0.2)
+    with fake.serve(server="builtin") as url, httpx2.Client(base_url=url, timeout=10) as http:
+        response = http.get("/geocoder/v1/x", headers={"ET-Client-Name": "test-app"})
+    assert response.status_code == 200
+    assert clock.monotonic() == 0.0
+
+
 @pytest.mark.parametrize("server", ["uvicorn", "builtin"])
 def test_serve_works_with_either_server(server: str) -> None:
     """serve() runs the fake on loopback with uvicorn or the built-in server alike, and
@@ -344,7 +377,11 @@ async def test_expected_failure(entur_fake, entur_client):
 
 def _user_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_user.py").write_text(textwrap.dedent(USER_TESTS))
-    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    # A project that has pytest-asyncio installed too (the test group does) sets its loop
+    # scope, as pytest-asyncio asks; our fixtures run beside it in its strict mode.
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = error\nasyncio_default_fixture_loop_scope = function\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTUR_", "PYTEST_"))}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],

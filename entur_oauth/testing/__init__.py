@@ -24,7 +24,9 @@ What a test can do with it:
 * script failures: ``fake.fail_token(503, times=3)``, ``fake.fail_api(429, retry_after=2)``,
   or ``fake.fail_api(ScriptedResponse(...))`` for any status, headers, body, ``delay`` or
   ``hang``; a client built with a wrong secret sees Entur's own rejection;
-* slow answers: ``fake.delay_api(1.5)`` / ``fake.delay_token(1.5)`` answer normally, late;
+* slow answers: ``fake.delay_api(1.5)`` / ``fake.delay_token(1.5)`` answer normally, late
+  (in-process on the fake's clock, so a :class:`FakeClock` needs no real waiting; served
+  on a port, in real time);
 * expiry: ``fake.revoke_all()`` makes issued tokens invalid (the API answers 401);
   ``FakeEntur(expires_in=60)`` issues short-lived tokens; ``FakeEntur(clock=clock)`` with a
   :class:`FakeClock` shared with the client expires them on ``clock.advance(86400)``

@@ -44,7 +44,9 @@ class ScriptedResponse:
         json: A JSON body (``None`` for none, unless ``body`` is given).
         body: Raw body bytes (overrides ``json``).
         headers: Extra response headers, e.g. ``{"retry-after": "3"}``.
-        delay: Seconds to wait before answering (real time; use with a client timeout).
+        delay: Seconds to wait before answering: on the fake's clock when it has one and
+            is used in-process (a ``FakeClock`` moves past it, or jumps with
+            ``autojump``), else real time (use with a client timeout).
         hang: Never answer; the request ends when the client gives up and disconnects.
     """
 
@@ -82,8 +84,11 @@ RouteHandler = Callable[[RecordedRequest], ScriptedResponse]
 Answer = tuple[int, Any, dict[str, str]] | ScriptedResponse
 
 
-async def client_left_within(receive: Receive, seconds: float) -> bool:
-    """Wait ``seconds`` (or forever); return ``True`` at once if the client disconnects."""
+async def client_left_within(
+    receive: Receive, seconds: float, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+) -> bool:
+    """Wait ``seconds`` (or forever) with ``sleep``; return ``True`` at once if the client
+    disconnects."""
     left = False
     async with anyio.create_task_group() as tg:
 
@@ -95,7 +100,10 @@ async def client_left_within(receive: Receive, seconds: float) -> bool:
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
-        await anyio.sleep(seconds)
+        if seconds == float("inf"):
+            await anyio.sleep_forever()  # a hang: not on any clock
+        else:
+            await sleep(seconds)
         tg.cancel_scope.cancel()
     return left
 

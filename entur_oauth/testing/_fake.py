@@ -7,11 +7,12 @@ import json
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+import anyio
 import httpx2
 
 from .._client import EnturClient
@@ -50,7 +51,8 @@ class FakeEntur:
         audience: The audience it accepts (others get 403 ``access_denied``).
         expires_in: Lifetime of issued tokens in seconds (Entur: 86400); ``None`` leaves
             ``expires_in`` out of the token response (the client then reads ``exp``).
-        clock: Time for ``exp`` and expiry checks; share a :class:`FakeClock` with the client.
+        clock: Time for ``exp``, expiry checks and (in-process) scripted delays; share a
+            :class:`FakeClock` with the client.
         open_paths: Path prefixes the API serves without a token (like Entur's open APIs).
         forbidden_paths: Path prefixes that answer 403 to a valid token.
         samples: Answer Journey Planner's GraphQL endpoint (``POST
@@ -125,11 +127,13 @@ class FakeEntur:
         self.api_script.extend([script(response, retry_after)] * times)
 
     def delay_token(self, seconds: float, *, times: int = 1) -> None:
-        """Make the next ``times`` token requests answer normally, but ``seconds`` late."""
+        """Make the next ``times`` token requests answer normally, but ``seconds`` late
+        (on the fake's clock in-process; real time when served on a port)."""
         self.token_script.extend([ScriptedResponse(None, delay=seconds)] * times)
 
     def delay_api(self, seconds: float, *, times: int = 1) -> None:
-        """Make the next ``times`` API requests answer normally, but ``seconds`` late."""
+        """Make the next ``times`` API requests answer normally, but ``seconds`` late
+        (on the fake's clock in-process; real time when served on a port)."""
         self.api_script.extend([ScriptedResponse(None, delay=seconds)] * times)
 
     def route(
@@ -184,6 +188,15 @@ class FakeEntur:
 
     def _now(self) -> float:
         return self.clock.time() if self.clock is not None else time.time()
+
+    def _sleep(self) -> Callable[[float], Awaitable[None]]:
+        """What a scripted delay waits with: the fake's clock in-process, so a test with a
+        FakeClock needs no real sleeping. Served on a port, the fake runs in another
+        thread's event loop, where a FakeClock (whose sleepers belong to the test's
+        loop) cannot wake it: real time there."""
+        if self.clock is not None and self.url is None:
+            return self.clock.sleep
+        return anyio.sleep
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -316,7 +329,7 @@ class FakeEntur:
             # A hang (or a delay) ends early when the client gives up and disconnects, so a
             # server can shut down without waiting for it.
             wait = float("inf") if scripted.hang else scripted.delay
-            if wait and await client_left_within(receive, wait):
+            if wait and await client_left_within(receive, wait, self._sleep()):
                 return
             if scripted.status is not None:
                 await respond_scripted(send, scripted)

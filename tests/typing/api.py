@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import httpx2
 
 from entur_oauth import (
     APIError,
+    Clock,
     ConfigurationError,
     EnturClient,
     EnturError,
@@ -14,6 +16,7 @@ from entur_oauth import (
     FileTokenStore,
     ForbiddenError,
     InvalidCredentialsError,
+    LifetimeError,
     RedisTokenStore,
     RefreshPolicy,
     RetryPolicy,
@@ -71,7 +74,35 @@ def handles(exc: EnturError) -> int | None:
         return response.status_code
     if isinstance(exc, ConfigurationError):
         return None
+    if isinstance(exc, LifetimeError):
+        message: str = str(exc)  # also a RuntimeError, as httpx2's closed-client error is
+        runtime: RuntimeError = exc
+        assert message
+        assert runtime
     return None
+
+
+class StepClock:
+    """A user's own clock: the Clock protocol is three methods."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+def clocked() -> EnturClient:
+    """A user's clock is a Clock, and EnturClient takes one."""
+    clock: Clock = StepClock()
+    return EnturClient("id", "secret", client_name="acme-app", clock=clock)
 
 
 def stores(redis_url: str) -> list[TokenStore]:
