@@ -74,11 +74,16 @@ _HOOKS = frozenset({"access_token_response"})
 
 
 class TokenAttribute:
-    """The current token as authlib's ``OAuth2Token``; ``None`` before the first.
+    """``EnturClient.token``, typed for type checkers (authlib's own is untyped)."""
 
-    Setting it (authlib's dict) makes the client use that token from now on, without a
-    token request, as authlib does; ``None`` or an expired token changes nothing.
-    """
+    def __init__(self) -> None:
+        # What help(EnturClient) shows for ``token`` (pydoc skips a class's own docstring).
+        self.__doc__ = (
+            "The current token as authlib's ``OAuth2Token``; ``None`` before the first.\n\n"
+            "Setting it (authlib's dict) makes the client use that token from now on, "
+            "without a token request, as authlib does; ``None`` or an expired token "
+            "changes nothing."
+        )
 
     @overload
     def __get__(self, client: None, owner: type[Any]) -> TokenAttribute: ...

@@ -109,9 +109,6 @@ class EnturClient(AsyncOAuth2Client):
     introspect_token = surface.refused("introspect_token")
     register_client_auth_method = surface.refused("register_client_auth_method")
 
-    environment: Environment
-    client_name: str
-
     def __init__(
         self,
         client_id: str | None = None,
