@@ -42,6 +42,7 @@ logger = logging.getLogger("entur_oauth")
 
 Origin = tuple[str, str, int | None]
 _RETRIED_STATUSES = frozenset({401, 408})
+_CLIENT_NAME = b"et-client-name"
 _Flow = AsyncGenerator[httpx2.Request, httpx2.Response]
 
 
@@ -115,6 +116,7 @@ class EnturBearer(httpx2.Auth):
     ) -> None:
         self._manager = manager
         self._origins = origins
+        self._raw_origins = frozenset((s, h.encode("ascii"), p) for s, h, p in origins)
         self._environment = environment
         self._client_name = client_name
         self._inner = inner
@@ -142,18 +144,26 @@ class EnturBearer(httpx2.Auth):
     def async_auth_flow(self, request: httpx2.Request) -> _Flow:
         """Return the flow for ``request``: with the bearer on Entur's API origins (a
         plain function: the choice costs no generator step)."""
+        # Merged from the client's headers as a rule; a request built by hand, or a client
+        # whose headers were replaced, gets it here. Looked for in the raw entries: the
+        # str look-ups work out the headers' encoding first, which costs more.
         headers = request.headers
-        if "ET-Client-Name" not in headers:  # a caller replaced the client's headers
+        for name, _ in reversed(headers.raw):  # the client's headers come last
+            if name.lower() == _CLIENT_NAME:
+                break
+        else:
             headers["ET-Client-Name"] = self._client_name
         url = request.url
         manager = self._manager
         if (
             manager is None
             or self._withhold
-            or (url.scheme, url.raw_host.decode("ascii"), url.port) not in self._origins
+            or (url.scheme, url.raw_host, url.port) not in self._raw_origins
         ):
             return self._without_bearer(request)
-        return self._with_bearer(request, manager)
+        if self._inner is None:
+            return self._with_bearer(request, manager)
+        return self._with_bearer_after(request, manager, self._inner)
 
     async def _without_bearer(self, request: httpx2.Request) -> _Flow:
         """Send ``request`` as it is, through the user's auth if any (httpx2's Basic auth
@@ -180,25 +190,58 @@ class EnturBearer(httpx2.Auth):
             await self._raise(request, response, NO_TOKEN if self._manager is None else WITHHELD)
 
     async def _with_bearer(self, request: httpx2.Request, manager: TokenManager) -> _Flow:
-        """Send ``request`` with the bearer; once more with a new one after a 401/408."""
+        """Send ``request`` with the bearer (every API request's path: kept short)."""
+        token = await manager.token()
         headers = request.headers
-        inner = self._inner
+        # The bearer goes on a copy of the headers, and the request gets its own back once
+        # the answer is in: nothing a caller reads there holds it (a copy costs less than
+        # taking the header out again, which decodes every header first).
+        sent = httpx2.Headers(headers)
+        sent["Authorization"] = token.authorization
+        added = len(sent) - len(headers)  # 0: the bearer replaced the caller's own
+        request.headers = sent
+        response = yield request
+        if added and len(sent) - len(headers) == added:
+            request.headers = headers
+        else:  # the caller's own Authorization, or an event hook's headers: the slow way
+            sent.pop("Authorization", None)
+        if response.history or response.request is not request:
+            strip_bearer(request, response)
+        if response.status_code in ENTUR_STATUSES:
+            # Rare: hand on to the general flow, which may send the request once more.
+            rest = self._with_bearer_after(request, manager, None, (token, response))
+            try:
+                outgoing = await rest.__anext__()
+                while True:
+                    response = yield outgoing
+                    outgoing = await rest.asend(response)
+            except StopAsyncIteration:
+                pass
+            finally:
+                await rest.aclose()
+
+    async def _with_bearer_after(
+        self,
+        request: httpx2.Request,
+        manager: TokenManager,
+        inner: httpx2.Auth | None,
+        answered: tuple[Token, httpx2.Response] | None = None,
+    ) -> _Flow:
+        """Send ``request`` with the bearer, through the user's ``inner`` auth flow if any
+        (the bearer goes on each request it yields); once more with a new token after a
+        401/408; raise the error a final 401/403/408 means.
+
+        ``answered``: the token and the API's answer of a first attempt already made.
+        """
         detail = ""
         used: list[Token] = []
         while True:
-            token = await manager.token()
-            used.append(token)
-            if inner is None:
-                headers["Authorization"] = token.authorization
-                response = yield request
-                # The answer is in: the bearer comes off the request (and those of
-                # redirects), before anyone can read it there.
-                with suppress(KeyError):  # a request event hook took it off itself
-                    del headers["Authorization"]
-                if response.history or response.request is not request:
-                    strip_bearer(request, response)
+            if answered is not None:
+                token, response = answered
+                answered = None
             else:
-                flow = inner.async_auth_flow(request)
+                token = await manager.token()
+                flow = (inner or _AS_IS).async_auth_flow(request)
                 try:
                     outgoing = await flow.__anext__()
                     while True:
@@ -212,6 +255,7 @@ class EnturBearer(httpx2.Auth):
                             break
                 finally:
                     await flow.aclose()
+            used.append(token)
             status = response.status_code
             if detail or status not in _RETRIED_STATUSES or not self.covers(response.request.url):
                 break
@@ -246,6 +290,16 @@ class EnturBearer(httpx2.Auth):
         strip_bearer(request, response)
         answer = without_echo(response, _texts(used or []))
         raise api_error(request, answer, environment=self._environment, detail=detail)
+
+
+class _AsIs(httpx2.Auth):
+    """A flow that sends the request as it is (what the bearer is put on, with no user auth)."""
+
+    async def async_auth_flow(self, request: httpx2.Request) -> _Flow:
+        yield request
+
+
+_AS_IS = _AsIs()
 
 
 def _texts(used: list[Token]) -> tuple[str, ...]:
