@@ -18,28 +18,19 @@ No message, attribute or ``repr`` here ever holds a client secret or an access t
 
 ``APIError`` and its subclasses live in :mod:`entur_oauth._api_errors`, as they subclass
 ``httpx2.HTTPStatusError``: importing this module must not import httpx2 (the CLI's cached
-``token`` path and ``import entur_oauth`` stay free of the HTTP stack). They are still
-importable from here, on first use.
+``token`` path and ``import entur_oauth`` stay free of the HTTP stack). That module imports
+this one, never the reverse.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._api_errors import APIError, ForbiddenError, SessionTimeoutError, UnauthorizedError
-
 __all__ = [
-    "APIError",
     "ConfigurationError",
     "EnturError",
     "EventLoopError",
-    "ForbiddenError",
     "InvalidCredentialsError",
     "LifetimeError",
-    "SessionTimeoutError",
     "TokenRequestError",
-    "UnauthorizedError",
     "UnsupportedOperationError",
 ]
 
@@ -110,14 +101,3 @@ class TokenRequestError(EnturError):
 
 class InvalidCredentialsError(TokenRequestError):
     """Raised when the token endpoint rejected the client id, secret or audience."""
-
-
-_API_ERRORS = frozenset({"APIError", "ForbiddenError", "SessionTimeoutError", "UnauthorizedError"})
-
-
-def __getattr__(name: str) -> object:
-    if name in _API_ERRORS:
-        from . import _api_errors
-
-        return getattr(_api_errors, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,8 +16,20 @@ import json
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-__all__ = ["body_snippet", "is_sensitive_field", "sanitize_snippet"]
+if TYPE_CHECKING:
+    import httpx2
+
+__all__ = [
+    "body_snippet",
+    "cut",
+    "is_sensitive_field",
+    "sanitize_snippet",
+    "strip_bearer",
+    "without_bearer",
+    "without_echo",
+]
 
 _SNIPPET_LEN = 160
 _REDACTED = "[redacted]"
@@ -269,3 +281,105 @@ def _to_regex(form: str) -> str:
 
 def _hex_any_case(digits: str) -> str:
     return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in digits)
+
+
+# -- the request path: the bearer off requests, errors and echoing answers ---------------
+#
+# What the API request path (``_bearer.py``, ``EnturClient.send``) uses to keep the bearer
+# out of everything a caller can reach: the requests of answered responses, the httpx2
+# errors it re-raises, the frames of a cancelled call, a token an API echoes back.
+
+# httpx2 is imported where an error is handled, not here: the CLI's cached ``token`` path
+# imports this module and must not load the HTTP stack.
+
+_AUTHORIZATION = "Authorization"
+# Headers that describe the bytes on the wire, not the decoded body a new response holds.
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def strip_bearer(request: httpx2.Request, response: httpx2.Response) -> None:
+    """Take the token off ``request`` and every request ``response`` carries (a same-origin
+    redirect copies the header onto the request httpx2 builds for it)."""
+    request.headers.pop(_AUTHORIZATION, None)
+    if response.history or response.request is not request:
+        for sent in (response.request, *(r.request for r in response.history)):
+            sent.headers.pop(_AUTHORIZATION, None)
+
+
+def without_bearer(exc: httpx2.HTTPError, request: httpx2.Request) -> httpx2.HTTPError:
+    """Return a new ``exc`` of the same type whose requests carry no ``Authorization``.
+
+    The original is dropped with its traceback and chain: httpcore's frames and httpx2's
+    ``request`` hold the bearer, and a pickle of the error would carry it.
+    """
+    try:
+        sent = exc.request
+    except RuntimeError:  # httpx2 raises this when no request was attached
+        sent = request
+    bearer = request.headers.get(_AUTHORIZATION) or sent.headers.get(_AUTHORIZATION)
+    for each in (request, sent):
+        each.headers.pop(_AUTHORIZATION, None)
+    import httpx2
+
+    message = str(exc)
+    if bearer:  # a transport may quote the header it was given
+        message = message.replace(bearer.removeprefix("Bearer "), "[redacted]")
+    del bearer
+    if isinstance(exc, httpx2.HTTPStatusError):  # from a user's response event hook
+        return type(exc)(message, request=sent, response=exc.response)
+    if isinstance(exc, httpx2.RequestError):
+        return type(exc)(message, request=sent)
+    return httpx2.TransportError(message, request=sent)
+
+
+def cut(exc: BaseException, request: httpx2.Request) -> None:
+    """Make ``exc``, raised while ``request`` was out (or being retried), fit to leave send.
+
+    The request loses its ``Authorization``, which clears it in every frame that holds it.
+    A cancellation (a timeout around the call) or an interrupt also loses its frames from
+    here down: httpcore's hold their own copy of the request as sent. Other errors keep
+    their traceback (an event hook's error should point at the hook).
+    """
+    request.headers.pop(_AUTHORIZATION, None)
+    if not isinstance(exc, Exception):
+        exc.with_traceback(None)
+
+
+def without_echo(response: httpx2.Response, tokens: tuple[str, ...]) -> httpx2.Response:
+    """Return ``response`` (read), or a new one in which every one of ``tokens`` the API
+    echoed (in a header, the body or the reason phrase: a debug endpoint, a proxy's error
+    page) reads ``[redacted]``; its history is treated the same way."""
+    history = [without_echo(earlier, tokens) for earlier in response.history]
+    content = response.content
+    headers = response.headers.multi_items()
+    reason = response.extensions.get("reason_phrase", b"")
+    found = [
+        t
+        for t in tokens
+        if t
+        and (
+            t.encode() in content
+            or any(t in value for _, value in headers)
+            or (isinstance(reason, bytes) and t.encode() in reason)
+        )
+    ]
+    import httpx2
+
+    if not found:
+        if any(a is not b for a, b in zip(history, response.history, strict=True)):
+            response.history = history
+        return response
+    for token in found:
+        needle = token.encode()
+        content = content.replace(needle, b"[redacted]")
+        headers = [(name, value.replace(token, "[redacted]")) for name, value in headers]
+        if isinstance(reason, bytes):
+            reason = reason.replace(needle, b"[redacted]")
+    return httpx2.Response(
+        response.status_code,
+        headers=[(k, v) for k, v in headers if k.lower() not in _WIRE_HEADERS],
+        content=content,
+        request=response.request,
+        extensions={**response.extensions, "reason_phrase": reason},
+        history=history,
+    )

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ._environments import Environment, check_url, get_environment
 from ._errors import ConfigurationError
 from ._secrets import Secret
 
 __all__ = [
+    "HTTPX_OPTIONS",
     "ClientNameWarning",
     "EnvSettings",
+    "checked_settings",
+    "env_kwargs",
     "read_env",
     "resolve_environment",
     "validate_client_name",
@@ -213,3 +218,252 @@ def _custom_environment(env_name: str, custom: dict[str, str | None]) -> Environ
         audience=str(custom["audience"]),
         api_base_url=str(custom["api_base_url"]),
     )
+
+
+# -- EnturClient's construction checks ------------------------------------------------------
+#
+# Everything the constructor refuses, checked before authlib and httpx2 build anything. The
+# HTTP stack, anyio and the token parser are imported inside the functions: the CLI's cached
+# ``token`` path imports this module for the environment variables and must not load them.
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._token import Token
+
+
+def checked_settings(
+    client_id: object,
+    secret: object,
+    token: Any,
+    *,
+    client_name: object,
+    environment: Any,
+    store: object,
+    refresh: object,
+    retry: object,
+    clock: Any,
+    options: Mapping[str, Any],
+    update_token: object = None,
+) -> tuple[Environment, str, Clock, Token | None] | ConfigurationError:
+    """Check the constructor's settings; return them resolved, or the error to raise.
+
+    The error is returned, not raised, and stripped of its traceback and chain: their
+    frames hold ``token=`` (the caller deletes it, then raises).
+    """
+    from ._clock import SystemClock
+    from ._grant import seed_token
+
+    try:
+        env = resolve_environment(environment)
+        name = validate_client_name(client_name)
+        _check_settings(client_id, secret, store, options)
+        _check_policies(refresh, retry, clock)
+        _check_httpx_options(options, update_token)
+        if "base_url" in options:
+            check_url(options["base_url"], "base_url", env.name)
+        clock = clock or SystemClock()
+        seed = seed_token(token, clock) if token is not None and secret is not None else None
+    except ConfigurationError as exc:
+        return _cleaned(exc)
+    return env, name, clock, seed
+
+
+def env_kwargs(
+    environ: Mapping[str, str], overrides: dict[str, Any]
+) -> dict[str, Any] | ConfigurationError:
+    """Return the constructor's arguments ``ENTUR_*`` variables and ``overrides`` give,
+    the secret as a :class:`Secret`; or the (cleaned) error to raise."""
+    try:
+        settings = read_env(
+            environ,
+            require_credentials=not {"client_id", "client_secret"} <= set(overrides),
+            require_name="client_name" not in overrides,
+        )
+    except ConfigurationError as exc:
+        return _cleaned(exc)
+    kwargs: dict[str, Any] = {
+        "client_id": settings.client_id,
+        "client_secret": settings.client_secret,
+        "client_name": settings.client_name,
+        "environment": settings.environment,
+    }
+    kwargs.update(overrides)
+    if isinstance(kwargs["client_secret"], str):  # not plain in the caller's locals
+        kwargs["client_secret"] = Secret(kwargs["client_secret"])
+    return kwargs
+
+
+def _cleaned(error: ConfigurationError) -> ConfigurationError:
+    """Drop ``error``'s traceback and chain (frames that held a secret); its message says
+    all there is to say."""
+    error.__cause__ = error.__context__ = None
+    error.__suppress_context__ = True
+    return error.with_traceback(None)
+
+
+def _check_settings(
+    client_id: object, secret: object, token_store: object, options: Mapping[str, Any]
+) -> None:
+    """Check the credentials, the store and the httpx2 options."""
+    from ._stores import TokenStore
+
+    if client_id is not None and not isinstance(client_id, str):
+        raise ConfigurationError(f"client_id must be a str, not {type(client_id).__name__}.")
+    if secret is not None and not isinstance(secret, Secret):
+        raise ConfigurationError(
+            f"client_secret must be a str or a Secret, not {type(secret).__name__}."
+        )
+    if (client_id is None) != (secret is None) or client_id == "" or secret == Secret(""):
+        raise ConfigurationError(
+            "Give both client_id and client_secret (a partner-API client) or neither "
+            "(an open-API client); one of them is missing or empty."
+        )
+    if token_store is not None and not isinstance(token_store, TokenStore):
+        raise ConfigurationError(
+            f"token_store must implement TokenStore (get, set, delete, lock), "
+            f"not {type(token_store).__name__}."
+        )
+    unknown = set(options) - HTTPX_OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown option(s) {sorted(unknown)}: EnturClient takes the Entur options "
+            "and the httpx2.AsyncClient options only."
+        )
+
+
+def _is_seconds(value: object) -> bool:
+    """A timeout in seconds: the policies' check (real, finite, at most MAX_SECONDS), >= 0."""
+    from ._policy import check_seconds
+
+    try:
+        return check_seconds("timeout", value) >= 0
+    except ConfigurationError:
+        return False
+
+
+def _builds(kind: Callable[[Any], object]) -> Callable[[object], bool]:
+    """A check that ``kind(value)`` accepts ``value`` (httpx2's own parsing, no guessing)."""
+
+    def check(value: object) -> bool:
+        try:
+            kind(value)
+        except Exception:  # any refusal means the setting is unusable
+            return False
+        return True
+
+    return check
+
+
+@functools.cache
+def _httpx_checks() -> dict[str, tuple[Callable[[object], bool], str]]:
+    """The httpx2.AsyncClient options checked here, with what each must be: httpx2 itself
+    would fail on most of these only at the first request, or with a bare TypeError."""
+    import ssl
+
+    import httpx2
+
+    def is_timeout(value: object) -> bool:
+        if value is None or isinstance(value, httpx2.Timeout) or _is_seconds(value):
+            return True
+        return isinstance(value, tuple) and all(v is None or _is_seconds(v) for v in value)
+
+    def are_hooks(value: object) -> bool:
+        return value is None or (
+            isinstance(value, Mapping)
+            and set(value) <= {"request", "response"}
+            and all(isinstance(h, list | tuple) and all(map(callable, h)) for h in value.values())
+        )
+
+    flag = (lambda v: isinstance(v, bool), "True or False")
+    return {
+        "timeout": (is_timeout, "None, a number of seconds, a tuple of them or httpx2.Timeout"),
+        "follow_redirects": flag,
+        "http1": flag,
+        "http2": flag,
+        "trust_env": flag,
+        "max_redirects": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+            "a whole number of redirects, 0 or more",
+        ),
+        "transport": (
+            lambda v: v is None or isinstance(v, httpx2.AsyncBaseTransport),
+            "an httpx2.AsyncBaseTransport",
+        ),
+        "limits": (lambda v: isinstance(v, httpx2.Limits), "an httpx2.Limits"),
+        "headers": (_builds(httpx2.Headers), "a mapping or a list of (name, value) pairs"),
+        "params": (_builds(httpx2.QueryParams), "a mapping, a list of pairs or a query string"),
+        "cookies": (_builds(httpx2.Cookies), "a mapping or an httpx2.Cookies"),
+        "event_hooks": (
+            are_hooks,
+            'a mapping like {"request": [hook], "response": [hook]} of lists of callables',
+        ),
+        "verify": (
+            lambda v: isinstance(v, bool | str | ssl.SSLContext),
+            "True, False, a CA bundle path or an ssl.SSLContext",
+        ),
+    }
+
+
+def _check_httpx_options(options: Mapping[str, Any], update_token: object) -> None:
+    """Refuse an httpx2 option or ``update_token`` of the wrong kind now, naming it."""
+    if update_token is not None and not callable(update_token):
+        raise ConfigurationError(
+            f"update_token must be a callable (authlib's hook, called as "
+            f"update_token(token, access_token=...)), not {type(update_token).__name__}."
+        )
+    checks = _httpx_checks()
+    for name, value in options.items():
+        check = checks.get(name)
+        if check is not None and not check[0](value):
+            raise ConfigurationError(
+                f"{name} must be {check[1]}, not {type(value).__name__}: see the "
+                "httpx2.AsyncClient option of that name."
+            )
+
+
+def _check_policies(refresh: object, retry: object, clock: object) -> None:
+    """Refuse a ``refresh``, ``retry`` or ``clock`` of the wrong type now, not at first use."""
+    from ._policy import RefreshPolicy, RetryPolicy
+
+    for setting, value, kind in (
+        ("refresh", refresh, RefreshPolicy),
+        ("retry", retry, RetryPolicy),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise ConfigurationError(
+                f"{setting} must be a {kind.__name__} (or None), not {type(value).__name__}; "
+                f"for example {setting}={kind.__name__}()."
+            )
+    if clock is not None and not all(
+        callable(getattr(clock, method, None)) for method in ("monotonic", "time", "sleep")
+    ):
+        raise ConfigurationError(
+            f"clock must have monotonic(), time() and async sleep() (see entur_oauth.Clock), "
+            f"not {type(clock).__name__}."
+        )
+
+
+#: The httpx2.AsyncClient options EnturClient passes on.
+HTTPX_OPTIONS = frozenset(
+    {
+        "auth",
+        "params",
+        "headers",
+        "cookies",
+        "verify",
+        "cert",
+        "http1",
+        "http2",
+        "proxy",
+        "mounts",
+        "timeout",
+        "follow_redirects",
+        "limits",
+        "max_redirects",
+        "event_hooks",
+        "base_url",
+        "transport",
+        "trust_env",
+        "default_encoding",
+    }
+)

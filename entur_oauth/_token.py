@@ -76,17 +76,10 @@ class Token:
     fingerprint: str = ""
     authorization: str = field(repr=False, default="")
     replaced_at: float | None = field(default=None, compare=False, kw_only=True)
-    #: ``Authorization`` as an httpx2 header entry (name, lowercase name, value), encoded
-    #: once per token rather than once per request (see ``EnturClient.send``).
-    header: tuple[bytes, bytes, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fingerprint", fingerprint(self.access_token))
-        authorization = f"Bearer {self.access_token}"
-        object.__setattr__(self, "authorization", authorization)
-        # UTF-8, as httpx2 encodes a header it is given as str.
-        entry = (b"Authorization", b"authorization", authorization.encode())
-        object.__setattr__(self, "header", entry)
+        object.__setattr__(self, "authorization", f"Bearer {self.access_token}")
 
     def claims(self) -> dict[str, Any]:
         """Return the JWT payload, unverified (empty when the token is not a JWT)."""

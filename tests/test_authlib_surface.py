@@ -304,6 +304,26 @@ def test_help_reads_as_an_entur_client() -> None:
         assert name in head
 
 
+def test_help_opens_with_a_usage_example_and_no_private_heading() -> None:
+    """help(EnturClient) shows a usage example right after the summary line; the authlib
+    methods are documented as EnturClient's own, so no section of it is headed by a
+    private class of entur_oauth (its only headings name EnturClient's dependencies)."""
+    text = pydoc.render_doc(EnturClient, renderer=pydoc.plaintext)
+    docstring = text[text.index("An ``httpx2.AsyncClient`` for Entur's APIs") :]
+    assert docstring.index("Example::") < 200
+    assert "EnturClient.from_env()" in docstring[:600]
+    headings = [line for line in text.splitlines() if "inherited from" in line]
+    assert headings
+    assert not [h for h in headings if "entur_oauth" in h], headings
+    assert "class EnturClient(authlib." in text
+    assert "_TokenSurface" not in text
+    # The authlib methods that work and the token are documented where they are defined.
+    defined_here = text[: text.index("inherited from")]
+    for name in ("fetch_token", "ensure_active_token", "parse_response_token", *REFUSED):
+        assert f" |  {name}(" in defined_here or f" |  async {name}(" in defined_here, name
+    assert "The current token as authlib's ``OAuth2Token``" in defined_here
+
+
 async def test_setting_client_token_keeps_it_in_step_with_requests(fake: FakeEntur) -> None:
     """``client.token = None`` and ``client.token = <expired>`` do not change the token
     requests use, and ``client.token`` keeps showing that token; a valid one is used and

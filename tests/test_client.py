@@ -24,7 +24,6 @@ from entur_oauth import (
     SessionTimeoutError,
     TokenRequestError,
     UnauthorizedError,
-    _client,
 )
 from entur_oauth.testing import FakeClock, FakeEntur, ScriptedResponse
 
@@ -277,25 +276,40 @@ async def test_idna_ipv6_and_port_hosts_get_the_token_by_origin(fake: FakeEntur)
     assert got == {httpx2.URL(url).path: expected for url, expected in urls.items()}
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://api.entur.io/x",
-        "https://API.Entur.IO:443/x?q=1",
-        "https://api.entur.io:8443/",
-        "http://127.0.0.1:8080/x",
-        "http://[::1]:9/x",
-        "https://bl\u00e5b\u00e6r.example/x",
-        "https://xn--blbr-roah.example/x",
-        "https://user:pw@api.entur.io/x",
-    ],
-)
-def test_origin_of_httpx2s_parsed_url_is_the_public_one(url: str) -> None:
-    """send reads (scheme, host, port) from httpx2's private parse of the URL (one C call
-    per request instead of three property calls); this pins it equal to the public
-    properties, so an httpx2 that changes it fails here, not by sending the token astray."""
-    parsed = httpx2.URL(url)
-    assert _client._ORIGIN(parsed._uri_reference) == _client._origin_of(parsed)
+_ENTUR_IO_ORIGIN = {
+    "https://api.entur.io/x": True,
+    "https://API.Entur.IO:443/x?q=1": True,
+    "https://user:pw@api.entur.io/x": True,
+    "https://api.entur.io:8443/": False,
+    "http://api.entur.io/x": False,
+    "http://127.0.0.1:8080/x": False,
+    "http://[::1]:9/x": False,
+    "https://bl\u00e5b\u00e6r.example/x": False,
+    "https://xn--blbr-roah.example/x": False,
+}
+
+
+@pytest.mark.parametrize(("url", "gets_token"), list(_ENTUR_IO_ORIGIN.items()))
+async def test_the_bearer_goes_by_origin_as_httpx2_parses_the_url(
+    fake: FakeEntur, url: str, gets_token: bool
+) -> None:
+    """The flow reads (scheme, host, port) from httpx2's public URL properties: the API's
+    origin in any letter case, with its default port spelt out or a user:password in
+    the URL, gets the bearer; another port, scheme or host does not."""
+    env = Environment(
+        name="fake",
+        token_url="https://partner.entur.test/oauth/token",
+        audience=fake.audience,
+        api_base_url="https://api.entur.io",
+    )
+    seen: list[httpx2.Request] = []
+    async with fake.client(environment=env, transport=_recording_transport(fake, seen)) as client:
+        await client.get(url)
+    sent = [r for r in seen if r.url.path != "/oauth/token"]
+    assert len(sent) == 1
+    assert (
+        "authorization" in sent[0].headers and "Bearer " in sent[0].headers["authorization"]
+    ) is gets_token
 
 
 async def test_withhold_token(fake: FakeEntur) -> None:

@@ -523,9 +523,9 @@ def test_second_event_loop_gets_a_clear_error(first: str, second: str) -> None:
 async def test_replaced_async_generator_hooks_are_still_the_same_loop(
     entur_fake: FakeEntur,
 ) -> None:
-    """The per-request loop check takes the run's async-generator hooks as a cheap sign of
-    the same run; hooks that change (a library installing its own, or none at all) within
-    one run get the exact check, which still finds the same loop: requests go on."""
+    """Async-generator hooks that change within one run (a library installing its own, or
+    none at all) change nothing: the per-request loop check is exact, and finds the same
+    loop, so requests go on."""
     saved = sys.get_asyncgen_hooks()
 
     def other_firstiter(agen: object) -> None:

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace, redactor: Redactor) -> int:
                 _print_response(exc.response, time.perf_counter() - started, redactor)
                 raise
             if response.status_code >= 400:  # an error page may echo the token it was sent
-                redactor.add((client.token or {}).get("access_token"))
+                token = client.token
+                redactor.add(token.get("access_token") if token is not None else None)
         _print_response(response, time.perf_counter() - started, redactor)
         if response.status_code >= 400:
             raise CommandError(
