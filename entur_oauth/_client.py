@@ -40,6 +40,7 @@ import anyio
 import httpx2
 from anyio.abc import TaskGroup
 
+from . import _telemetry as telemetry
 from ._authlib import AsyncOAuth2Client, OAuth2Token
 from ._clock import Clock, SystemClock
 from ._codec import TokenCodec, store_key
@@ -746,7 +747,8 @@ async def _answer_rejection(
     if manager is not None and status in {401, 408} and client._in_scope(response.request.url):
         # The token was rejected, or expired mid-flight: it is dropped either way,
         # unless it replaced a rejected token moments ago (the 401-storm guard).
-        if not await manager.invalidate(token):
+        if not await manager.invalidate(token, status=status):  # telemetry: api (status=)
+            telemetry.storm_guard_kept(status, client.environment.name)  # telemetry: api
             detail = _STORM_DETAIL
         elif _replayable(request.stream):
             # This answer stays in a local of send's frame: no echo of the token in it.
@@ -812,6 +814,8 @@ async def _raise_for_entur_status(
     _without_echo(response, bearer)
     url = request.url.copy_with(query=None)
     message = template.format(url=url, env=client.environment.name, detail=detail)
+    # telemetry: api
+    telemetry.api_error(response.status_code, error_class, client.environment.name, url.host)
     raise error_class(message, request=request, response=response)
 
 
@@ -930,6 +934,12 @@ def _manager_for(
         store_key=key,
         codec=TokenCodec(secret, key),
         on_token=client._on_token,
+        labels=telemetry.Labels(
+            environment=env.name,
+            server=client._token_url.host,
+            store=type(store or default_memory_store()).__name__,
+            client_id=client_id,
+        ),
     )
 
 
