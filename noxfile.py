@@ -37,12 +37,14 @@ def tests(session: nox.Session) -> None:
 
 
 def floors() -> list[str]:
-    """Pin every runtime dependency (the redis extra too) to the floor pyproject.toml gives."""
+    """Pin every runtime dependency (the redis and otel extras too) to the floor
+    pyproject.toml gives."""
     from packaging.requirements import Requirement  # nox itself depends on packaging
 
     project = PYPROJECT["project"]
     pins = []
-    for text in [*project["dependencies"], *project["optional-dependencies"]["redis"]]:
+    extras = project["optional-dependencies"]
+    for text in [*project["dependencies"], *extras["redis"], *extras["otel"]]:
         requirement = Requirement(text)
         lows = [spec.version for spec in requirement.specifier if spec.operator == ">="]
         if len(lows) != 1:
