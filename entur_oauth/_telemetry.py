@@ -3,9 +3,10 @@
 Every event is one function here, called from the one place it happens, and goes to two
 sinks:
 
-* a record on the ``entur_oauth`` logger whose ``extra`` holds a stable ``event`` name
-  (``record.event``) and the event's attributes (``record.attributes``): DEBUG for the
-  common path, INFO or WARNING for what an operator must see;
+* a record on the ``entur_oauth`` logger with a stable ``event`` name (``record.event``)
+  and the event's attributes as record attributes of the same names
+  (``getattr(record, "entur_oauth.reason")``): DEBUG for the common path, INFO or
+  WARNING for what an operator must see;
 * OpenTelemetry, through the API only (a meter and a tracer named ``entur_oauth``; a
   library never configures an SDK or exporter), and only if ``opentelemetry-api`` is
   installed (``entur-oauth[otel]``). It is imported when the first client with
@@ -36,7 +37,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from contextvars import ContextVar
 from contextvars import Token as VarToken
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -101,7 +101,6 @@ Attributes = dict[str, str | int]
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
 class Labels:
     """What every event of one client says about where it happened (none of it secret).
 
@@ -112,34 +111,56 @@ class Labels:
         client_id: The client id (shown on the remaining-lifetime gauge only).
     """
 
-    environment: str = ""
-    server: str = ""
-    store: str = ""
-    client_id: str = ""
-    attributes: Attributes = field(init=False, repr=False, compare=False)
+    # A plain class, as Round below: a dataclass costs more to import than it saves here.
+    __slots__ = ("attributes", "client_id", "environment", "server", "store")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "attributes", {ENVIRONMENT: self.environment})
+    def __init__(
+        self, environment: str = "", server: str = "", store: str = "", client_id: str = ""
+    ) -> None:
+        self.environment = environment
+        self.server = server
+        self.store = store
+        self.client_id = client_id
+        #: The attributes every event of this client carries.
+        self.attributes: Attributes = {ENVIRONMENT: environment}
+
+    def __repr__(self) -> str:
+        return f"<Labels {self.environment!r} server={self.server!r} store={self.store!r}>"
 
 
 _NO_LABELS = Labels()
 
 
-@dataclass(slots=True, eq=False)
 class Round:
     """One token round in progress: the reason, and what the store and the endpoint did."""
 
-    reason: str
-    labels: Labels
-    started: float = field(default_factory=time.perf_counter)
-    #: What the shared store held when this round had to ask the endpoint.
-    found: str | None = None
-    requests: int = 0
-    span: Any = None
-    #: The attempt in progress: (number, span, started), until it is counted.
-    attempt: tuple[int, Any, float] | None = None
-    _var: VarToken[Round | None] | None = None
-    _context: object = None
+    __slots__ = (
+        "_context",
+        "_var",
+        "attempt",
+        "found",
+        "labels",
+        "reason",
+        "requests",
+        "span",
+        "started",
+    )
+
+    def __init__(self, reason: str, labels: Labels) -> None:
+        self.reason = reason
+        self.labels = labels
+        self.started = time.perf_counter()
+        #: What the shared store held when this round had to ask the endpoint.
+        self.found: str | None = None
+        self.requests = 0
+        self.span: Any = None
+        #: The attempt in progress: (number, span, started), until it is counted.
+        self.attempt: tuple[int, Any, float] | None = None
+        self._var: VarToken[Round | None] | None = None
+        self._context: object = None
+
+    def __repr__(self) -> str:
+        return f"<Round {self.reason} requests={self.requests}>"
 
 
 _ROUND: ContextVar[Round | None] = ContextVar("entur_oauth_round", default=None)
@@ -433,7 +454,7 @@ def api_error(status: int, error: type[Exception], environment: str, server: str
             "API answered %d: raising %s",
             status,
             error.__name__,
-            extra={"event": "api_error", "attributes": attributes},
+            extra={"event": "api_error", **attributes},
         )
 
 
@@ -448,7 +469,7 @@ def storm_guard_kept(status: int, environment: str) -> None:
         "API answered %d to a token fetched moments ago to replace a rejected one; not "
         "requesting another (check the client's access to this API)",
         status,
-        extra={"event": "storm_guard", "attributes": attributes},
+        extra={"event": "storm_guard", **attributes},
     )
 
 
@@ -463,7 +484,9 @@ def _log(
             level,
             message,
             *args,
-            extra={"event": event, "attributes": {**labels.attributes, **attributes}},
+            # Flat, under the attribute names: OpenTelemetry's logging handler turns a
+            # record's extra fields into log attributes, and takes no nested mapping.
+            extra={"event": event, **labels.attributes, **attributes},
         )
 
 
@@ -606,7 +629,12 @@ def _observe_remaining(options: Any) -> list[Any]:
     if api is None:
         return []
     observations = []
-    for manager, labels in list(_watched.items()):
+    try:
+        # The SDK may call this from its exporter's thread while a client is being built.
+        watched = list(_watched.items())
+    except RuntimeError:  # changed size meanwhile: this collection reports nothing
+        return []
+    for manager, labels in watched:
         token = manager.current
         if token is None:
             continue

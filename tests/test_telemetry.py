@@ -349,11 +349,7 @@ async def test_log_events_without_opentelemetry_providers(
         await client.get("/x")
         with pytest.raises(ForbiddenError):
             await client.get("/forbidden/x")
-    events = [
-        (r.event, r.levelno, getattr(r, "attributes", {}))
-        for r in caplog.records
-        if hasattr(r, "event")
-    ]
+    events = [(r.event, r.levelno, r.__dict__) for r in caplog.records if hasattr(r, "event")]
     names = [name for name, _, _ in events]
     assert names.count("token_request") == 2
     assert names.count("token_round") == 2
