@@ -937,7 +937,7 @@ def _manager_for(
         labels=telemetry.Labels(
             environment=env.name,
             server=client._token_url.host,
-            store=type(store or default_memory_store()).__name__,
+            store=type(store if store is not None else default_memory_store()).__name__,
             client_id=client_id,
         ),
     )

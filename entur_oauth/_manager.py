@@ -420,10 +420,12 @@ class TokenManager:
         else:
             flight.token = token
         finally:
-            telemetry.round_ended(round_, flight.token, flight.error)
             if self._flight is flight:
                 self._flight = None
             flight.done.set()
+            # After set(), which wakes no one before this task yields: the waiters are
+            # never held up, and the round's span has ended before any of them runs.
+            telemetry.round_ended(round_, flight.token, flight.error)
 
     def _install(self, token: Token) -> None:
         advisory, mandatory = self.refresh.windows(token.lifetime, self._rng)
