@@ -27,6 +27,7 @@ from _common import BACKENDS, CONTENDERS, HERE, FigureResult, Row, log, table
 #: Figure name -> module; the order of the table.
 FIGURES = {
     "per_request": "bench_per_request",
+    "telemetry": "bench_telemetry",
     "loopback": "bench_loopback",
     "cold_start": "bench_cold_start",
     "refresh": "bench_refresh",

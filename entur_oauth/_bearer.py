@@ -22,6 +22,7 @@ from contextlib import suppress
 
 import httpx2
 
+from . import _telemetry as telemetry
 from ._api_errors import (
     ENTUR_STATUSES,
     NO_TOKEN,
@@ -261,7 +262,8 @@ class EnturBearer(httpx2.Auth):
                 break
             # The token was rejected, or expired mid-flight: it is dropped either way,
             # unless it replaced a rejected token moments ago (the 401-storm guard).
-            if not await manager.invalidate(token):
+            if not await manager.invalidate(token, status=status):
+                telemetry.storm_guard_kept(status, self._environment)
                 detail = STORM
                 break
             if not _replayable(request.stream):
@@ -289,7 +291,9 @@ class EnturBearer(httpx2.Auth):
         await response.aread()  # a stream's too: the error's response must be usable
         strip_bearer(request, response)
         answer = without_echo(response, _texts(used or []))
-        raise api_error(request, answer, environment=self._environment, detail=detail)
+        error = api_error(request, answer, environment=self._environment, detail=detail)
+        telemetry.api_error(answer.status_code, type(error), self._environment, request.url.host)
+        raise error
 
 
 class _AsIs(httpx2.Auth):

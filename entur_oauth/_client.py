@@ -21,6 +21,7 @@ import httpx2
 from anyio.abc import TaskGroup
 
 from . import _authlib_surface as surface
+from . import _telemetry as telemetry
 from ._api_errors import APIError
 from ._authlib import AsyncOAuth2Client
 from ._bearer import BodyStream, EnturBearer, origins_of, request_auth
@@ -466,13 +467,20 @@ def _manager_for(
     """Return the token manager of a partner client: it fetches through the client's grant."""
     env, clock = client.environment, client._clock
     key = store_key(env.token_url, env.audience, client_id)
+    store = store if store is not None else default_memory_store()
     return TokenManager(
         Grant(client, url=env.token_url, audience=env.audience, clock=clock, timeout=retry.timeout),
         clock=clock,
         refresh=refresh or RefreshPolicy(),
         retry=retry,
-        store=store if store is not None else default_memory_store(),
+        store=store,
         store_key=key,
         codec=TokenCodec(secret, key),
         on_token=functools.partial(surface.announce, client),
+        labels=telemetry.Labels(
+            environment=env.name,
+            server=client._token_url.host,
+            store=type(store).__name__,
+            client_id=client_id,
+        ),
     )

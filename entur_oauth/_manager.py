@@ -29,6 +29,7 @@ from functools import partial
 import anyio
 from anyio.abc import TaskGroup
 
+from . import _telemetry as telemetry
 from ._clock import Clock
 from ._codec import TokenCodec
 from ._errors import TokenRequestError
@@ -139,6 +140,8 @@ class _Flight:
     error: Exception | None = None
     #: The scope of a fetch run in the manager's task group (not by the caller).
     scope: anyio.CancelScope | None = None
+    #: Why this round was started (telemetry: ``entur_oauth.reason``).
+    reason: str = telemetry.FIRST
 
 
 class TokenManager:
@@ -166,6 +169,7 @@ class TokenManager:
         codec: TokenCodec | None = None,
         rng: random.Random | None = None,
         on_token: OnToken | None = None,
+        labels: telemetry.Labels | None = None,
     ) -> None:
         self.clock = clock
         self._monotonic = clock.monotonic  # bound once: the fast path pays one lookup
@@ -194,6 +198,10 @@ class TokenManager:
         self.rounds = 0
         self.waits = 0
         self.valid_waits = 0
+        #: The status (401/408) that dropped the token, until a new one is installed.
+        self._rejected_status: int | None = None
+        self._labels = labels or telemetry.Labels(store=type(store).__name__ if store else "")
+        telemetry.watch(self, self._labels)
 
     @property
     def fetches(self) -> int:
@@ -248,14 +256,15 @@ class TokenManager:
                 # request goes on with the still-valid token meanwhile.
                 self._count_wait(token, now)
                 flight = await self._lead(advisory=True)
-                renewed = await self._join(flight, advisory=True, led=True)
+                renewed = await self._join(flight, advisory=True, led=True, since=now)
                 return renewed if renewed is not None else token
             if not counted:
                 counted = True
                 self._count_wait(token, now)
+                since = now
             joined = self._flight
             flight = joined or await self._lead(advisory=False)
-            result = await self._join(flight, advisory=False, led=joined is None)
+            result = await self._join(flight, advisory=False, led=joined is None, since=since)
             if result is not None:
                 return result
             # The fetching task was cancelled before it finished (no task group held, so
@@ -263,14 +272,24 @@ class TokenManager:
             # whichever runs first) starts a new fetch. The cancellation stays the
             # cancelled caller's; the waiters neither fail nor are cancelled by it.
 
-    async def _join(self, flight: _Flight, *, advisory: bool, led: bool = False) -> Token | None:
+    async def _join(
+        self, flight: _Flight, *, advisory: bool, led: bool = False, since: float | None = None
+    ) -> Token | None:
         """Wait for ``flight``: its token, ``None`` if it was cancelled, or its error.
 
         The task that started the round (``led``) gets the error itself, every other one
         a copy. An advisory round that failed answers ``None`` too (it was logged and
-        backed off; the old token keeps serving).
+        backed off; the old token keeps serving). ``since``: when a request began to wait.
         """
         await flight.done.wait()
+        telemetry.waited(
+            self._labels,
+            since,
+            self.clock.monotonic(),
+            led=led,
+            token=flight.token,
+            error=flight.error,
+        )
         if flight.token is not None:
             return flight.token
         if flight.error is not None and not advisory:
@@ -315,8 +334,10 @@ class TokenManager:
             self._install(token)
         return self.current
 
-    async def invalidate(self, token: Token) -> bool:
+    async def invalidate(self, token: Token, *, status: int = 401) -> bool:
         """Drop ``token`` after the API rejected it, unless another task already replaced it.
+
+        ``status``: the API's answer (401 or 408), the reason of the next token request.
 
         Returns:
             True: the caller may retry once with :meth:`token`. False (the 401-storm
@@ -336,6 +357,7 @@ class TokenManager:
             # there under the store's lock, so no other client finds the store empty.
             self._shared.reject(token)
         self.current = None
+        self._rejected_status = status
         self.advisory_at = self.mandatory_at = _NEVER
         self._refresher.wake()
         return True
@@ -366,7 +388,7 @@ class TokenManager:
 
     async def _lead(self, *, advisory: bool, force: bool = False) -> _Flight:
         """Run a fetch round: in the task group if there is one (returns at once), else here."""
-        flight = self._flight = _Flight()
+        flight = self._flight = _Flight(reason=self._reason(advisory, force))
         self.rounds += 1
         if self.refresh.background and not self.background_running:
             if not self._warned_no_refresher:
@@ -377,7 +399,14 @@ class TokenManager:
         await self._runner.run(flight, partial(self._fly, flight, advisory, force))
         return flight
 
+    def _reason(self, advisory: bool, force: bool) -> str:
+        has_token = self.current is not None
+        return telemetry.reason_for(
+            force=force, advisory=advisory, has_token=has_token, rejected=self._rejected_status
+        )
+
     async def _fly(self, flight: _Flight, advisory: bool, force: bool) -> None:
+        round_ = telemetry.round_started(flight.reason, self._labels)
         try:
             shared = self._shared
             if shared is None:
@@ -403,10 +432,14 @@ class TokenManager:
             if self._flight is flight:
                 self._flight = None
             flight.done.set()
+            # After set(), which wakes no one before this task yields: the waiters are
+            # never held up, and the round's span has ended before any of them runs.
+            telemetry.round_ended(round_, flight.token, flight.error)
 
     def _install(self, token: Token) -> None:
         advisory, mandatory = self.refresh.windows(token.lifetime, self._rng)
         self.current = token
+        self._rejected_status = None
         self._guard.installed()
         self.mandatory_at = token.expires_at - mandatory
         self.advisory_at = token.expires_at - advisory

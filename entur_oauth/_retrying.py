@@ -11,6 +11,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
+from . import _telemetry as telemetry
 from ._clock import Clock, fail_after
 from ._errors import InvalidCredentialsError, TokenRequestError
 from ._policy import RetryPolicy
@@ -66,14 +67,16 @@ class RetryingFetch:
         while True:
             attempt += 1
             try:
-                return await self._attempt(attempt)
+                return await telemetry.token_request(self._attempt, attempt)
             except InvalidCredentialsError as exc:
                 logger.debug("credentials rejected; not retrying")
+                telemetry.token_request_failed(exc, retried=False)
                 self._remember_failure(exc)
                 raise
             except TokenRequestError as exc:
                 failure = exc
             delay = self._retry_delay(failure, attempt, deadline)
+            telemetry.token_request_failed(failure, retried=delay is not None)
             if delay is None:
                 self._remember_failure(failure)
                 raise detached(failure)

@@ -14,6 +14,7 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from . import _telemetry as telemetry
 from ._clock import Clock
 from ._codec import TokenCodec
 from ._policy import RefreshPolicy
@@ -73,6 +74,7 @@ class SharedStore:
         try:
             # Another process may have fetched while we waited for the lock.
             token = None if force else await self.load(replacing)
+            telemetry.lease(won=token is None)
             if token is not None:
                 return token
             try:
@@ -104,10 +106,12 @@ class SharedStore:
                 logger.debug(
                     "stored token unusable (expired, corrupt or another secret); ignoring it"
                 )
+            telemetry.store_lookup("none" if raw is None else "unusable")
             return None
         if not self._usable(token, replacing):
             return None
         logger.debug("token %s taken from the shared store", token.fingerprint)
+        telemetry.store_lookup(None)
         return token
 
     def _usable(self, token: Token, replacing: Token | None) -> bool:
@@ -121,14 +125,18 @@ class SharedStore:
                 "moved; ignoring it",
                 token.fingerprint,
             )
+            telemetry.store_lookup("stale")
             return False
         advisory, _ = self._refresh.windows(token.lifetime, self._rng)
         if token.expires_at - advisory <= now:
+            telemetry.store_lookup("stale")
             return False  # in its own refresh window: fetch a fresh one instead
         if replacing is not None and token.fingerprint == replacing.fingerprint:
+            telemetry.store_lookup("stale")
             return False
         if token.fingerprint in self._rejected:
             logger.debug("stored token %s was rejected by the API; ignoring it", token.fingerprint)
+            telemetry.store_lookup("rejected")
             return False
         return True
 
@@ -172,10 +180,6 @@ class SharedStore:
 
 
 def _store_warning(what: str, exc: Exception) -> None:
-    # Only the exception type and message: store errors never carry token text.
-    logger.warning(
-        "token store %s failed (%s: %s); continuing with this process's own token",
-        what,
-        type(exc).__name__,
-        exc,
-    )
+    # A WARNING (event "store_fallback") with only the exception type and message: store
+    # errors never carry token text.
+    telemetry.store_fallback(what, exc)

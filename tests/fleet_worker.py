@@ -13,6 +13,9 @@ JSON object:
                      name: the Redis client name (optional)
     lease_ttl        Redis lease, seconds (optional); wait_timeout likewise
     fsize_limit      RLIMIT_FSIZE in bytes (optional): any larger write fails, as on a full disk
+    otel             a file path (optional): the worker sets OpenTelemetry's global meter
+                     provider (the SDK, an in-memory reader) and writes its metrics there
+                     as JSON when it is done
 
 Protocol: the worker imports everything and builds its client, prints ``ready``, waits for
 one line on stdin (so a whole fleet starts at the same instant), makes its call, prints one
@@ -29,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,8 +127,28 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     collected = _Collect()
     logging.getLogger("entur_oauth").addHandler(collected)
+    export = _export_metrics(config["otel"]) if config.get("otel") else None
     result = anyio.run(_run, config, collected, backend=config["backend"])
+    if export is not None:
+        export()
     print(json.dumps(result), flush=True)
+
+
+def _export_metrics(path: str) -> Callable[[], None]:
+    """Set the process's meter provider, as an application does; return what writes the
+    metrics it collected to ``path``."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+    def export() -> None:
+        data = reader.get_metrics_data()
+        Path(path).write_text(data.to_json() if data is not None else "{}")
+
+    return export
 
 
 # -- the parent side ---------------------------------------------------------------------
