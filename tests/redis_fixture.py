@@ -35,6 +35,7 @@ __all__ = [
     "redis_sentinel",
     "redis_sentinel_session",
     "redis_sentinel_shared",
+    "own_redis_server",
     "redis_server",
     "redis_url",
 ]
@@ -153,6 +154,15 @@ def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session (it starts in milliseconds, but why repeat it)."""
     server = RedisServer(_binary("redis-server"))
     yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, to freeze (:meth:`RedisServer.pause`) or kill."""
+    server = RedisServer(_binary("redis-server"))
+    yield server
+    server.resume()
     server.stop()
 
 
