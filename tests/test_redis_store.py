@@ -113,6 +113,29 @@ async def test_lease_is_exclusive_and_released_only_by_its_owner(
     assert raw.exists("{k}:lease") == 0
 
 
+async def test_a_lease_whose_set_reply_was_lost_is_released(
+    redis_url: str, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease's SET reaches Redis but its reply is lost (a timeout): the poll releases
+    the lease it may hold, so the fleet is not left waiting out lease_ttl for a lease that
+    nobody holds; another process takes it at once (issue 19 item 4)."""
+    store = RedisTokenStore(redis_url, lease_ttl=60)
+    try_lease = store._try_lease
+
+    def reply_lost(key: str, owner: str) -> tuple[bool, bytes | None]:
+        try_lease(key, owner)
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(store, "_try_lease", reply_lost)
+    with pytest.raises(redis.TimeoutError):
+        async with store.lock("k"):
+            pytest.fail("took a lease whose reply was lost")
+    assert raw.exists("{k}:lease") == 0
+    other = RedisTokenStore(redis_url, lease_ttl=60, wait_timeout=1)
+    async with other.lock("k"):
+        assert raw.exists("{k}:lease") == 1
+
+
 async def test_waiter_picks_up_the_token_the_holder_writes(
     fake: FakeEntur, redis_url: str, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
