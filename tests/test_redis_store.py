@@ -422,6 +422,68 @@ async def test_redis_down_the_client_fetches_its_own_token(
     assert fake.client_secret not in caplog.text
 
 
+async def test_clients_of_one_process_share_one_fallback_token_while_redis_is_down(
+    fake: FakeEntur, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis is down; clients of one process share one RedisTokenStore, a new client per
+    call (20 one after the other, then 10 at once): one token request between them, and
+    one warning for the outage, not one or two per client."""
+    store = RedisTokenStore(f"redis://127.0.0.1:{free_port()}/0")
+    for _ in range(20):
+        async with fake.client(token_store=store) as client:
+            assert await call(client) == 200
+    clients = [fake.client(token_store=store) for _ in range(10)]
+    statuses: list[int] = []
+
+    async def run(client: EnturClient) -> None:
+        async with client:
+            statuses.append(await call(client))
+
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(run, client)
+    assert statuses == [200] * 10
+    assert fake.token_count == 1
+    (warning,) = store_warnings(caplog)
+    assert "Connection refused" in warning or "connecting" in warning
+    # Another store object (as in another process) has a fallback of its own.
+    async with fake.client(token_store=RedisTokenStore(store_url(store))) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 2
+
+
+def store_url(store: RedisTokenStore) -> str:
+    """The redis:// URL of a store made from one (host, port and database from its repr)."""
+    where = repr(store).removeprefix("RedisTokenStore(").removesuffix(")")
+    address, _, db = where.partition(", db=")
+    return f"redis://{address}/{db}"
+
+
+@pytest.mark.slow
+async def test_each_redis_outage_logs_one_warning_and_costs_one_token_request(
+    fake: FakeEntur, own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis goes down, comes back, goes down again: one warning per outage, and a token
+    request only when none is at hand (the fallback token of the first outage still serves
+    in the second); while Redis is up, clients share its token again."""
+    store = RedisTokenStore(own_redis_server.url)
+
+    async def new_clients(count: int) -> None:
+        for _ in range(count):
+            async with fake.client(token_store=store) as client:
+                assert await call(client) == 200
+
+    own_redis_server.kill()
+    await new_clients(5)
+    assert (fake.token_count, len(store_warnings(caplog))) == (1, 1)
+    own_redis_server.restart()  # empty: it kept nothing
+    await new_clients(5)
+    assert (fake.token_count, len(store_warnings(caplog))) == (2, 1)
+    own_redis_server.kill()
+    await new_clients(5)
+    assert (fake.token_count, len(store_warnings(caplog))) == (2, 2)
+
+
 async def test_redis_slow_the_client_fetches_its_own_token(
     fake: FakeEntur, caplog: pytest.LogCaptureFixture
 ) -> None:
