@@ -19,7 +19,7 @@ from entur_oauth import ConfigurationError, EnturClient, MemoryTokenStore, Redis
 from entur_oauth._codec import TokenCodec, store_key
 from entur_oauth._redis_store import slot_keys
 from entur_oauth._secrets import Secret
-from entur_oauth.testing import FakeEntur
+from entur_oauth.testing import FakeClock, FakeEntur
 
 from ._faults import eventually
 from .conftest import LoopbackServer, free_port
@@ -93,7 +93,8 @@ async def test_lease_is_exclusive_and_released_only_by_its_owner(
     redis_url: str, raw: redis.Redis
 ) -> None:
     """One holder at a time; a holder whose lease expired never deletes its successor's."""
-    store = RedisTokenStore(redis_url, lease_ttl=30, poll_interval=0.01, wait_timeout=0.2)
+    clock = FakeClock(autojump=True)  # the waits for a held lease take no real time
+    store = RedisTokenStore(redis_url, lease_ttl=30, clock=clock)
     lease = store.lock("k")
     await lease.__aenter__()
     owner = raw.get("{k}:lease")
@@ -505,14 +506,15 @@ async def test_redis_slow_the_client_fetches_its_own_token(
 async def test_lease_held_too_long_falls_back_to_own_fetch(
     fake: FakeEntur, redis_url: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A lease another process never releases: after wait_timeout this client fetches alone."""
+    """A lease another process never releases: after wait_timeout (the default 30 s, on the
+    client's fake clock, so no real waiting) this client fetches alone."""
     raw.set(slot_keys(key_of(fake))[1], b"someone-else", px=60_000)
-    store = RedisTokenStore(redis_url, wait_timeout=0.3, poll_interval=0.02)
-    async with fake.client(token_store=store) as client:
-        started = anyio.current_time()
+    clock = FakeClock(autojump=True)
+    store = RedisTokenStore(redis_url, clock=clock)
+    async with fake.client(token_store=store, clock=clock) as client:
         assert await call(client) == 200
-        waited = anyio.current_time() - started
-    assert 0.3 <= waited < 5.0  # gave up after wait_timeout, not the default 30 s
+    # Gave up once its clock passed wait_timeout (the last sleep adds at most 0.075 s).
+    assert 30 <= clock.monotonic() < 31
     assert fake.token_count == 1
     (warning,) = store_warnings(caplog)
     assert "lock failed (TimeoutError" in warning
