@@ -15,6 +15,12 @@ The locks are ``flock`` locks (through ``filelock``): the kernel drops them when
 process dies, so a fetcher killed mid-fetch never blocks the others. Lock files are left in
 place on purpose: unlinking one while another process waits on it would let two processes
 each hold "the" lock.
+
+Every call honours its caller's cancellation (``abandon_on_cancel``): a timeout around a
+call returns on time even while another process holds the write lock. The abandoned
+worker thread then writes nothing (it checks, under the write lock, that its caller is
+still there) and releases any fetch lock it took, so it can neither put an old token over
+a newer one nor leave a lock held.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import os
 import random
 import stat
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,12 +42,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError
-from ._policy import check_positive_seconds
+from ._policy import check_clock, check_positive_seconds
 
 if TYPE_CHECKING:
     import logging
 
     from filelock import BaseFileLock
+
+    from ._clock import Clock
 
 __all__ = ["FileTokenStore"]
 
@@ -83,6 +92,9 @@ class FileTokenStore:
         lock_timeout: Longest wait, in seconds, for another process's token fetch; after
             it this process fetches on its own.
         poll_interval: Seconds between attempts to take a fetch lock held elsewhere.
+        clock: The clock the fetch lock wait runs on (``lock_timeout``,
+            ``poll_interval``); the default is the real one. Tests pass the client's fake
+            clock.
 
     Raises:
         ConfigurationError: The path is not a file path (empty, a directory, a NUL in it),
@@ -97,6 +109,7 @@ class FileTokenStore:
         *,
         lock_timeout: float = 60.0,
         poll_interval: float = 0.05,
+        clock: Clock | None = None,
     ) -> None:
         if os.name != "posix":
             # Its safety rests on POSIX file modes, owners, O_NOFOLLOW and flock.
@@ -108,6 +121,10 @@ class FileTokenStore:
         # would be an OverflowError at the first lock wait), and positive here.
         lock_timeout = check_positive_seconds("FileTokenStore: lock_timeout", lock_timeout)
         poll_interval = check_positive_seconds("FileTokenStore: poll_interval", poll_interval)
+        check_clock("FileTokenStore", clock)
+        # None until first needed: the SystemClock's module imports anyio, which the CLI's
+        # cached token path does without.
+        self._clock = clock
         self.path = _token_path(path)
         self.lock_timeout = lock_timeout
         self.poll_interval = poll_interval
@@ -137,7 +154,8 @@ class FileTokenStore:
         """
         import anyio  # here, not at the top: the CLI's cached token path reads without it
 
-        return await anyio.to_thread.run_sync(self._get_sync, key)
+        # Abandoned on cancel: a read changes nothing, and the thread ends on its own.
+        return await anyio.to_thread.run_sync(self._get_sync, key, abandon_on_cancel=True)
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds, replacing the file atomically.
@@ -148,7 +166,6 @@ class FileTokenStore:
                 read-only.
             TimeoutError: Another writer held the file for too long.
         """
-        import anyio
 
         entry = {
             "value": base64.b64encode(value).decode("ascii"),
@@ -159,7 +176,7 @@ class FileTokenStore:
             tokens[key] = entry
             return True
 
-        await anyio.to_thread.run_sync(self._update, change)
+        await self._update_in_thread(change)
 
     async def delete(self, key: str, *, expected: bytes | None = None) -> None:
         """Remove ``key``; with ``expected``, only while it still holds exactly that value.
@@ -169,7 +186,6 @@ class FileTokenStore:
             OSError: The file cannot be rewritten.
             TimeoutError: Another writer held the file for too long.
         """
-        import anyio
 
         def change(tokens: _Tokens) -> bool:
             if key not in tokens:
@@ -179,7 +195,7 @@ class FileTokenStore:
             del tokens[key]
             return True
 
-        await anyio.to_thread.run_sync(self._update, change)
+        await self._update_in_thread(change)
 
     def lock(self, key: str) -> _FetchLock:
         """Return the cross-process lock held around the fetch of ``key``'s token."""
@@ -188,6 +204,27 @@ class FileTokenStore:
 
     def __repr__(self) -> str:
         return f"FileTokenStore({str(self.path)!r})"
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the fetch lock wait runs on."""
+        if self._clock is None:
+            from ._clock import SystemClock
+
+            self._clock = SystemClock()
+        return self._clock
+
+    async def _update_in_thread(self, change: Callable[[_Tokens], bool]) -> None:
+        import anyio
+
+        left = threading.Event()
+        try:
+            await anyio.to_thread.run_sync(self._update, change, left, abandon_on_cancel=True)
+        except BaseException:
+            # The thread, abandoned, sees this before it writes and gives up: its token
+            # could otherwise land over a newer one written meanwhile.
+            left.set()
+            raise
 
     # -- blocking helpers, run in a worker thread ----------------------------------------
 
@@ -230,21 +267,26 @@ class FileTokenStore:
             data = file.read(_MAX_FILE_BYTES + 1)
         return _parse(data, self.path, quiet=for_update)
 
-    def _update(self, change: Callable[[_Tokens], bool]) -> None:
-        """Read the file, apply ``change``, and write it back, under the write lock."""
+    def _update(self, change: Callable[[_Tokens], bool], left: threading.Event) -> None:
+        """Read the file, apply ``change``, and write it back, under the write lock; give
+        up, writing nothing, once ``left`` is set (the caller has gone)."""
         _make_private_dirs(self.path.parent)
         _check_lock_file(self._write_lock_path)
-        import filelock
-
         write_lock = _new_lock(self._write_lock_path)
+        deadline = time.monotonic() + _WRITE_LOCK_TIMEOUT
+        # Short tries rather than one long wait: an abandoned thread stops within one.
+        while not _try_lock(write_lock):
+            if left.is_set():
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Another process held {self._write_lock_path} for over "
+                    f"{_WRITE_LOCK_TIMEOUT:.0f} s; if no process is writing, remove the file."
+                )
+            time.sleep(0.005)
         try:
-            write_lock.acquire(timeout=_WRITE_LOCK_TIMEOUT, poll_interval=0.005)
-        except filelock.Timeout:
-            raise TimeoutError(
-                f"Another process held {self._write_lock_path} for over "
-                f"{_WRITE_LOCK_TIMEOUT:.0f} s; if no process is writing, remove the file."
-            ) from None
-        try:
+            if left.is_set():
+                return  # the caller gave up before the file was ours: write nothing
             tokens = self._read(for_update=True)
             if not change(tokens):
                 return
@@ -307,24 +349,52 @@ class _FetchLock:
         self._lock: BaseFileLock | None = None
 
     async def __aenter__(self) -> None:
-        import anyio
-
         store = self._store
+        clock = store.clock
         # A fresh lock object per hold: flock excludes separate open files even inside one
         # process, so two clients (or threads) of this process exclude each other too,
         # which filelock's per-object re-entrancy would not.
         lock = _new_lock(self._path)
-        deadline = anyio.current_time() + store.lock_timeout
-        while not await anyio.to_thread.run_sync(_try_acquire, lock, self._path):
-            if anyio.current_time() >= deadline:
+        deadline = clock.monotonic() + store.lock_timeout
+        while not await self._try(lock):
+            if clock.monotonic() >= deadline:
                 raise TimeoutError(
                     f"Waited {store.lock_timeout:.0f} s for another process's token fetch "
                     f"(lock {self._path}); fetching without it."
                 )
             # Polling keeps the wait cancellable; a thread blocked in flock() could not be
             # cancelled and would take the lock after its caller had gone.
-            await anyio.sleep(store.poll_interval * random.uniform(0.5, 1.5))  # noqa: S311
+            await clock.sleep(store.poll_interval * random.uniform(0.5, 1.5))  # noqa: S311
         self._lock = lock
+
+    async def _try(self, lock: BaseFileLock) -> bool:
+        """One try for the lock in a worker thread that a cancelled caller abandons."""
+        import anyio
+
+        # Whichever of the caller and the thread ends last releases a lock taken after the
+        # caller left (a slow file system), decided under this guard.
+        guard = threading.Lock()
+        holding = left = False
+
+        def attempt() -> bool:
+            nonlocal holding
+            acquired = _try_acquire(lock, self._path)
+            with guard:
+                holding = acquired
+                gone = left
+            if gone and acquired:
+                lock.release()
+            return acquired
+
+        try:
+            return await anyio.to_thread.run_sync(attempt, abandon_on_cancel=True)
+        except BaseException:
+            with guard:
+                left = True
+                taken = holding
+            if taken:
+                lock.release()  # taken just before the cancellation: no one holds it
+            raise
 
     async def __aexit__(
         self,
@@ -348,10 +418,14 @@ def _new_lock(path: Path) -> BaseFileLock:
 
 
 def _try_acquire(lock: BaseFileLock, path: Path) -> bool:
-    import filelock
-
     _make_private_dirs(path.parent)
     _check_lock_file(path)
+    return _try_lock(lock)
+
+
+def _try_lock(lock: BaseFileLock) -> bool:
+    import filelock
+
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:

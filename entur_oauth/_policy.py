@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 from ._errors import ConfigurationError
 
-__all__ = ["MAX_SECONDS", "RefreshPolicy", "RetryPolicy", "check_seconds"]
+__all__ = ["MAX_SECONDS", "RefreshPolicy", "RetryPolicy", "check_clock", "check_seconds"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,3 +183,15 @@ def check_positive_seconds(where: str, value: object) -> float:
     if seconds <= 0:
         raise ConfigurationError(f"{where} must be a positive number of seconds, not {value!r}.")
     return seconds
+
+
+def check_clock(where: str, clock: object) -> None:
+    """Refuse a ``clock`` without ``monotonic()``, ``time()`` and ``sleep()`` when a store
+    is built, not at its first wait."""
+    if clock is not None and not all(
+        callable(getattr(clock, method, None)) for method in ("monotonic", "time", "sleep")
+    ):
+        raise ConfigurationError(
+            f"{where}: clock must have monotonic(), time() and async sleep() (see "
+            f"entur_oauth.Clock), not {type(clock).__name__}."
+        )

@@ -14,11 +14,16 @@ lease and, in the same round trip, for the token the holder writes; if the holde
 renewal dies too, its lease expires and exactly one waiter takes it over.
 
 Topologies: a single Redis, a Sentinel-managed primary (any ``redis.Redis``, such as
-``Sentinel.master_for``) or a Redis Cluster (``RedisCluster``, or a URL with
+``Sentinel.master_for``) or a Redis Cluster (``RedisCluster``, or one URL or several with
 ``cluster=True``). The token and its lease share a hash tag, so each command, pipeline and
 script touches one slot. Through a failover, a waiter keeps polling past Redis errors (the
 holder's token, or its lease's expiry, then shows on the new primary); only a process
 that finds Redis down before it waits fetches on its own.
+
+Every call honours its caller's cancellation (``abandon_on_cancel``): a timeout around a
+call returns on time even while Redis hangs. The abandoned worker thread ends on its own
+within the client's socket timeout (which the store therefore requires); see
+:meth:`_Lease._poll` for why such a thread can never leave a lease behind.
 """
 
 from __future__ import annotations
@@ -30,20 +35,21 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import anyio
 
+from ._clock import Clock, SystemClock
 from ._errors import ConfigurationError
-from ._policy import MAX_SECONDS, check_positive_seconds
+from ._policy import MAX_SECONDS, check_clock, check_positive_seconds
 
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.cluster import RedisCluster
+    from redis.cluster import ClusterNode, RedisCluster
     from redis.commands.core import Script
     from redis.connection import parse_url
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -79,6 +85,10 @@ return 0
 
 _UNSEEN = object()
 
+#: How long a cancelled caller waits for its lease release (shielded) before leaving it
+#: to its worker thread: a Redis that answers does so in milliseconds.
+_RELEASE_GRACE = 0.5
+
 logger = logging.getLogger("entur_oauth")
 
 
@@ -97,12 +107,14 @@ class RedisTokenStore:
     (a Sentinel or Cluster failover) keeps waiting, up to ``wait_timeout``.
 
     Args:
-        url_or_client: A Redis URL (``redis://``, ``rediss://``, ``unix://``) or a
-            synchronous client created with ``decode_responses=False``: ``redis.Redis``
-            (also from ``redis.sentinel.Sentinel(...).master_for(name)``) or
-            ``redis.cluster.RedisCluster``; its own timeouts and retries then apply.
-        cluster: The URL names one node of a Redis Cluster (``redis.cluster.RedisCluster``
-            is used; it connects on first use, so a cluster that is down when the store
+        url_or_client: A Redis URL (``redis://``, ``rediss://``, ``unix://``); with
+            ``cluster=True`` a list of URLs, one per start-up node; or a synchronous
+            client created with ``decode_responses=False`` and a ``socket_timeout``:
+            ``redis.Redis`` (also from ``redis.sentinel.Sentinel(...).master_for(name)``)
+            or ``redis.cluster.RedisCluster``; its own timeouts and retries then apply.
+        cluster: The URL (or each URL of the list) names a node of a Redis Cluster
+            (``redis.cluster.RedisCluster`` is used, trying the nodes in turn until one
+            answers; it connects on first use, so a cluster that is down when the store
             is built costs warnings, not a crash).
         lease_ttl: Seconds a fetch lease lasts unless renewed; its holder renews it every
             third of that while its fetch runs (for up to ``wait_timeout``). It is how long
@@ -111,20 +123,25 @@ class RedisTokenStore:
             one fetches on its own (default: twice ``lease_ttl``).
         poll_interval: Seconds between checks for the lease or the token while waiting.
         socket_timeout: Connect and read timeout, in seconds, for a client made from a URL.
+        clock: The clock the lease wait runs on (``wait_timeout``, ``poll_interval``);
+            the default is the real one. Tests pass the client's fake clock. The lease
+            itself lives in Redis, on Redis's clock.
 
     Raises:
-        ConfigurationError: The URL or client is unusable, or an option is out of range.
+        ConfigurationError: The URL or client is unusable (also a client without a
+            ``socket_timeout``), or an option is out of range.
     """
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis | RedisCluster,
+        url_or_client: str | Sequence[str] | redis.Redis | RedisCluster,
         *,
         cluster: bool = False,
         lease_ttl: float = 15.0,
         wait_timeout: float | None = None,
         poll_interval: float = 0.05,
         socket_timeout: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(cluster, bool):
             # A truthy string ("no") would otherwise select cluster mode.
@@ -137,6 +154,8 @@ class RedisTokenStore:
         wait_timeout = check_positive_seconds("RedisTokenStore: wait_timeout", wait_timeout)
         poll_interval = check_positive_seconds("RedisTokenStore: poll_interval", poll_interval)
         socket_timeout = check_positive_seconds("RedisTokenStore: socket_timeout", socket_timeout)
+        check_clock("RedisTokenStore", clock)
+        self.clock: Clock = SystemClock() if clock is None else clock
         self._connect, self._where = _connector(url_or_client, cluster, socket_timeout)
         self._connected: _Connected | None = None
         self._connect_guard = threading.Lock()
@@ -178,7 +197,9 @@ class RedisTokenStore:
         if polled is not None and time.monotonic() - polled[1] < 1.0:
             value: bytes | None = polled[0]
         else:
-            value = await anyio.to_thread.run_sync(self._get, key)
+            # Abandoned on cancel, as every call here: the thread ends within the client's
+            # socket timeout, and a read changes nothing.
+            value = await anyio.to_thread.run_sync(self._get, key, abandon_on_cancel=True)
         self._last_read[key] = value
         return value
 
@@ -188,7 +209,9 @@ class RedisTokenStore:
         Raises:
             redis.RedisError: Redis is unreachable, slow or refused the command.
         """
-        await anyio.to_thread.run_sync(self._set, key, value, ttl)
+        # An abandoned write may still land, within the socket timeout: it is the token
+        # this process just fetched, its expiry sealed inside, so it is never served stale.
+        await anyio.to_thread.run_sync(self._set, key, value, ttl, abandon_on_cancel=True)
 
     async def delete(self, key: str, *, expected: bytes | None = None) -> None:
         """Remove ``key``; with ``expected``, only while it still holds that value (in Lua).
@@ -196,7 +219,8 @@ class RedisTokenStore:
         Raises:
             redis.RedisError: Redis is unreachable, slow or refused the command.
         """
-        await anyio.to_thread.run_sync(self._delete, key, expected)
+        # An abandoned compare-and-delete that lands late deletes only the value it names.
+        await anyio.to_thread.run_sync(self._delete, key, expected, abandon_on_cancel=True)
 
     def lock(self, key: str) -> _Lease:
         """Return the fleet-wide fetch lease for ``key``."""
@@ -234,6 +258,15 @@ class RedisTokenStore:
 
     def _release(self, key: str, owner: str) -> None:
         self._redis().compare_and_delete(keys=[slot_keys(key)[1]], args=[owner])
+
+    def _release_quietly(self, key: str, owner: str) -> None:
+        """Release in a worker thread that nobody waits for; failing, the lease expires."""
+        try:
+            self._release(key, owner)
+        except Exception as exc:
+            logger.debug(
+                "lease release failed (%s); it expires within lease_ttl", type(exc).__name__
+            )
 
     def _renew(self, key: str, owner: str) -> bool:
         """Extend the lease to a full ``lease_ttl`` if ``owner`` still holds it."""
@@ -292,13 +325,26 @@ def _connector(
         ConfigurationError: Not a usable URL or synchronous client.
     """
     if isinstance(given, str):
-        return _url_connector(given, cluster, socket_timeout)
+        return _url_connector([given], cluster, socket_timeout)
+    if isinstance(given, list | tuple) and given and all(isinstance(u, str) for u in given):
+        if not cluster:
+            raise ConfigurationError(
+                "RedisTokenStore: several URLs name the start-up nodes of a Redis Cluster; "
+                "pass cluster=True, or one URL for a single Redis."
+            )
+        return _url_connector(list(given), cluster, socket_timeout)
     if cluster:
         raise ConfigurationError(
             "RedisTokenStore: cluster=True applies to a URL; pass a RedisCluster client as is."
         )
     if isinstance(given, RedisCluster):
-        _check_decoding(given.get_connection_kwargs())  # type: ignore[no-untyped-call]
+        kwargs = given.get_connection_kwargs()  # type: ignore[no-untyped-call]
+        _check_decoding(kwargs)
+        # The nodes' own clients hold the timeouts in effect (a missing key there means
+        # redis-py's default, which differs between versions).
+        nodes = given.get_nodes()  # type: ignore[no-untyped-call]
+        pools = [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
+        _check_timeout([p.connection_kwargs for p in pools] or [kwargs], "RedisCluster(...)")
         node = given.get_default_node()  # type: ignore[no-untyped-call]
         where = f"cluster {node.host}:{node.port}" if node is not None else "cluster"
         return lambda: given, where
@@ -307,7 +353,14 @@ def _connector(
         _check_decoding(pool.connection_kwargs)
         service = getattr(pool, "service_name", None)
         if service is not None:  # a Sentinel-managed primary: its address changes
+            _check_timeout([pool.connection_kwargs], "master_for(name, ...)")
+            manager = getattr(pool, "sentinel_manager", None)
+            sentinels = getattr(manager, "sentinels", [])
+            _check_timeout(
+                [s.connection_pool.connection_kwargs for s in sentinels], "Sentinel(...)"
+            )
             return lambda: given, f"sentinel {service}"
+        _check_timeout([pool.connection_kwargs], "redis.Redis(...)")
         return lambda: given, _describe(pool.connection_kwargs)
     hint = (
         " redis.asyncio clients run on asyncio only; pass the synchronous redis.Redis or "
@@ -321,8 +374,26 @@ def _connector(
     )
 
 
+def _check_timeout(kwargs_list: list[dict[str, Any]], made_by: str) -> None:
+    """Refuse a client that would wait for ever on a Redis that stops answering.
+
+    Refused rather than given the store's ``socket_timeout``: a client handed in is often
+    the application's own, which may run blocking commands (BLPOP, XREAD BLOCK) that a
+    timeout set behind its back would break; and a timeout is what ends a worker thread
+    that a cancelled caller left behind.
+    """
+    if any(kwargs.get("socket_timeout") is None for kwargs in kwargs_list):
+        raise ConfigurationError(
+            f"RedisTokenStore: the Redis client has no socket_timeout, so a Redis that stops "
+            f"answering would hang its calls (and their threads) for ever. Create it with "
+            f"{made_by.removesuffix('...)')}socket_timeout=1.0) (for Sentinel on both "
+            "Sentinel(...) and master_for(...)), or pass a URL and the store's "
+            "socket_timeout."
+        )
+
+
 def _url_connector(
-    url: str, cluster: bool, socket_timeout: float
+    urls: list[str], cluster: bool, socket_timeout: float
 ) -> tuple[Callable[[], redis.Redis | RedisCluster], str]:
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
@@ -332,9 +403,40 @@ def _url_connector(
         # to its own fetch.
         "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     }
+    parsed = [_parse_url(url) for url in urls]
+    url, kwargs = urls[0], parsed[0]
+    if not cluster:
+        client = redis.Redis.from_url(url, **options)
+        return lambda: client, _describe(client.connection_pool.connection_kwargs)
+    for each in parsed:
+        if "path" in each or each.get("db", 0) != 0:
+            raise ConfigurationError(
+                "RedisTokenStore: a Redis Cluster is reached over TCP and has database 0 "
+                "only; use redis://[:password@]host:port with cluster=True."
+            )
+        if _without_address(each) != _without_address(kwargs):
+            raise ConfigurationError(
+                "RedisTokenStore: the cluster URLs differ in more than host and port; give "
+                "every node the same scheme, user, password and options."
+            )
+    # The first URL's node, then the others, in order: redis-py asks each in turn for the
+    # slot map until one answers, so a dead first node (after a failover) costs a refused
+    # connection, not the shared token.
+    others = [
+        ClusterNode(each["host"], each.get("port", 6379))  # type: ignore[no-untyped-call]
+        for each in parsed[1:]
+    ]
+    # Connecting reads the cluster's slot map, so it waits for the first use.
+    return (
+        lambda: RedisCluster.from_url(url, startup_nodes=others, **options),
+        f"cluster {kwargs.get('host', '?')}:{kwargs.get('port', 6379)}"
+        + (f" (+{len(others)} start-up nodes)" if others else ""),
+    )
+
+
+def _parse_url(url: str) -> dict[str, Any]:
     try:
         kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
-        client = None if cluster else redis.Redis.from_url(url, **options)
     except ValueError:
         # Not the URL itself in the message: it may hold a password.
         raise ConfigurationError(
@@ -349,18 +451,11 @@ def _url_connector(
             f"RedisTokenStore: the database in the URL must be a number, not {db[:20]!r}; "
             "use redis://host:port/0."
         )
-    if client is not None:
-        return lambda: client, _describe(client.connection_pool.connection_kwargs)
-    if "path" in kwargs or kwargs.get("db", 0) != 0:
-        raise ConfigurationError(
-            "RedisTokenStore: a Redis Cluster is reached over TCP and has database 0 only; "
-            "use redis://[:password@]host:port with cluster=True."
-        )
-    # Connecting reads the cluster's slot map, so it waits for the first use.
-    return (
-        lambda: RedisCluster.from_url(url, **options),
-        f"cluster {kwargs.get('host', '?')}:{kwargs.get('port', 6379)}",
-    )
+    return kwargs
+
+
+def _without_address(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in ("host", "port")}
 
 
 def _check_decoding(kwargs: dict[str, Any]) -> None:
@@ -394,7 +489,8 @@ class _Lease:
         store = self._store
         # Random per attempt: the lease names its holder, so only the holder releases it.
         owner = secrets.token_hex(16)
-        deadline = anyio.current_time() + store.wait_timeout
+        clock = store.clock
+        deadline = clock.monotonic() + store.wait_timeout
         # What the client read just before asking for the lease (it found no usable token
         # there). Compared with the first poll too: a token written in between (the holder
         # writes, then releases) would otherwise count as "seen", and this waiter would
@@ -421,12 +517,12 @@ class _Lease:
                     # fetches without the lease: one extra fetch, never a wrong token.)
                     store._polled[self._key] = (value, time.monotonic())
                     return
-            if anyio.current_time() >= deadline:
+            if clock.monotonic() >= deadline:
                 raise TimeoutError(
                     f"Waited {store.wait_timeout:.0f} s for the token fetch lease that "
                     "another process holds in Redis; fetching without it."
                 )
-            await anyio.sleep(store.poll_interval * random.uniform(0.5, 1.5))  # noqa: S311
+            await clock.sleep(store.poll_interval * random.uniform(0.5, 1.5))  # noqa: S311
 
     async def _poll(
         self, owner: str, *, tolerate: bool, deadline: float
@@ -438,16 +534,43 @@ class _Lease:
         holder's token (or its lease's expiry) is then found on the new primary. Were every
         waiter to fetch alone instead, one failover would cost the fleet a token each.
         """
+        store, key = self._store, self._key
+        # The caller may leave (cancelled) while the thread runs; the thread then goes on,
+        # abandoned, and must not leave the lease taken: whichever of the two ends last
+        # releases it, decided under this lock.
+        guard = threading.Lock()
+        holding = left = False
+
+        def attempt() -> tuple[bool, bytes | None]:
+            nonlocal holding
+            try:
+                acquired, value = store._try_lease(key, owner)
+            except BaseException:
+                # The SET may have reached Redis before its reply was lost (a timeout, a
+                # dropped connection): release it here, or the fleet would wait out a
+                # lease nobody holds.
+                store._release_quietly(key, owner)
+                raise
+            with guard:
+                holding = acquired
+                gone = left
+            if gone and acquired:
+                store._release_quietly(key, owner)  # taken after its caller left
+            return acquired, value
+
         try:
-            return await anyio.to_thread.run_sync(self._store._try_lease, self._key, owner)
+            return await anyio.to_thread.run_sync(attempt, abandon_on_cancel=True)
         except BaseException as exc:
-            # The SET may have reached Redis before the reply was lost: release it, or
-            # the fleet would wait out a lease nobody holds.
-            self._owner = owner
-            await self._release(quiet=True)
+            with guard:
+                left = True
+                taken = holding
+            if taken:
+                # Cancelled after the thread took the lease, before its answer came back.
+                self._owner = owner
+                await self._release(quiet=True)
             if not (tolerate and isinstance(exc, (RedisError, RedisClusterException))):
                 raise
-            if anyio.current_time() >= deadline:
+            if store.clock.monotonic() >= deadline:
                 raise
             if not self._warned:
                 self._warned = True
@@ -493,10 +616,17 @@ class _Lease:
         if owner is None:
             return
         # Shielded: a cancelled holder must still hand the lease back, or every other
-        # process waits until it expires. Bounded by the client's socket timeout.
-        with anyio.CancelScope(shield=True):
+        # process waits until it expires. But a cancelled caller waits only a moment
+        # (_RELEASE_GRACE); past it the release goes on in its abandoned thread, which ends
+        # within the client's socket timeout (or the lease expires), and the caller's own
+        # timeout holds. A caller not cancelled waits for it, as for any call.
+        outer = anyio.current_effective_deadline()
+        deadline = max(outer, anyio.current_time()) + _RELEASE_GRACE
+        with anyio.CancelScope(shield=True, deadline=deadline):
             try:
-                await anyio.to_thread.run_sync(self._store._release, self._key, owner)
+                await anyio.to_thread.run_sync(
+                    self._store._release, self._key, owner, abandon_on_cancel=True
+                )
             except Exception:
                 if not quiet:
                     raise  # the manager logs it; the lease expires on its own

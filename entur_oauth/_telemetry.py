@@ -407,8 +407,9 @@ def lease(won: bool) -> None:
     _log(logging.DEBUG, "store_lease", labels, attributes, "token store lease %s", result)
 
 
-def store_fallback(operation: str, error: Exception) -> None:
-    """A store operation failed; the client goes on with its own token (a WARNING)."""
+def store_fallback(operation: str, error: Exception, level: int = logging.WARNING) -> None:
+    """A store operation failed; the client goes on with its own token (logged at ``level``:
+    a WARNING for the first fault of an outage)."""
     current = _ROUND.get()
     labels = current.labels if current is not None else _NO_LABELS
     attributes: Attributes = {
@@ -424,7 +425,7 @@ def store_fallback(operation: str, error: Exception) -> None:
         otel.store_fallbacks.add(1, attributes)
     # Only the exception type and message: store errors never carry token text.
     _log(
-        logging.WARNING,
+        level,
         "store_fallback",
         labels,
         attributes,

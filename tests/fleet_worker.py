@@ -179,9 +179,12 @@ class Worker:
         """Wait until the worker has built its client and waits for the start signal."""
         line = _readline(self.process, timeout)
         if line.strip() != "ready":
+            # Its stderr says why; read before kill() closes the pipes.
+            if self.process.poll() is None:
+                self.process.kill()
+            _, stderr = self.process.communicate()
             self.kill()
-            stderr = self.process.stderr.read() if self.process.stderr else ""
-            raise RuntimeError(f"worker failed to start: {line!r} {stderr}")
+            raise RuntimeError(f"worker not ready within {timeout:.0f} s: {line!r} {stderr}")
 
     def go(self) -> None:
         """Let the worker make its call."""

@@ -30,8 +30,10 @@ __all__ = [
     "RedisServer",
     "SentinelGroup",
     "fresh_redis_cluster",
+    "own_redis_server",
     "redis_cluster",
     "redis_cluster_session",
+    "redis_cluster_with_replicas",
     "redis_sentinel",
     "redis_sentinel_session",
     "redis_sentinel_shared",
@@ -157,6 +159,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, to freeze (:meth:`RedisServer.pause`) or kill."""
+    server = RedisServer(_binary("redis-server"))
+    yield server
+    server.resume()
+    server.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """The URL of an empty Redis database (flushed before and after each test)."""
     client = redis_server.client()
@@ -172,12 +183,13 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 
 
 class Cluster:
-    """Three cluster-enabled ``redis-server`` primaries joined by ``redis-cli --cluster create``."""
+    """Three cluster-enabled ``redis-server`` primaries joined by ``redis-cli --cluster create``,
+    each with ``replicas`` replicas that take over when it dies."""
 
-    def __init__(self, server: str, cli: str, workdir: str) -> None:
+    def __init__(self, server: str, cli: str, workdir: str, replicas: int = 0) -> None:
         self.nodes: list[RedisServer] = []
         try:
-            for i in range(3):
+            for i in range(3 * (1 + replicas)):
                 self.nodes.append(
                     RedisServer(
                         server,
@@ -203,7 +215,7 @@ class Cluster:
                     "create",
                     *addresses,
                     "--cluster-replicas",
-                    "0",
+                    str(replicas),
                     "--cluster-yes",
                 ],
                 check=True,
@@ -211,16 +223,30 @@ class Cluster:
                 timeout=60,
             )
             self.wait_ok()
+            if replicas:
+                # A replica that never synced would never take over (its data is too old).
+                wait_until(self._replicas_synced, "the replicas to sync")
         except BaseException:
             self.stop()
             raise
         self.url = self.nodes[0].url.removesuffix("/0")
 
-    def wait_ok(self) -> None:
-        """Wait until every node reports the cluster up (all 16384 slots served)."""
+    def _replicas_synced(self) -> bool:
+        for node in self.nodes:
+            with node.client() as client:
+                info = client.info("replication")
+                if info["role"] == "slave" and info["master_link_status"] != "up":
+                    return False
+        return True
+
+    def wait_ok(self, *, dead: tuple[RedisServer, ...] = ()) -> None:
+        """Wait until every node (but the ``dead``) reports the cluster up (all 16384 slots
+        served)."""
 
         def ok() -> bool:
             for node in self.nodes:
+                if node in dead:
+                    continue
                 with node.client() as client:
                     if client.cluster("info")["cluster_state"] != "ok":
                         return False
@@ -238,6 +264,23 @@ class Cluster:
             node = client.get_node_from_key(key)
         return next(n for n in self.nodes if n.port == node.port)
 
+    def wait_for_failover(self, dead: RedisServer) -> None:
+        """Wait until a replica has taken over from the ``dead`` primary and the cluster is
+        up again. (Until the others mark it failed, they still report the cluster up.)"""
+        wait_until(lambda: len(self.primaries(dead=(dead,))) == 3, "a replica to take over")
+        self.wait_ok(dead=(dead,))
+
+    def primaries(self, *, dead: tuple[RedisServer, ...] = ()) -> list[RedisServer]:
+        """The nodes (but the ``dead``) that are primaries now."""
+        result = []
+        for node in self.nodes:
+            if node in dead:
+                continue
+            with node.client() as client:
+                if client.role()[0] in (b"master", "master"):
+                    result.append(node)
+        return result
+
     def flushall(self) -> None:
         """Empty every node."""
         for node in self.nodes:
@@ -250,8 +293,8 @@ class Cluster:
             node.stop()
 
 
-def _cluster(tmp: Path) -> Iterator[Cluster]:
-    cluster = Cluster(_binary("redis-server"), _binary("redis-cli"), str(tmp))
+def _cluster(tmp: Path, replicas: int = 0) -> Iterator[Cluster]:
+    cluster = Cluster(_binary("redis-server"), _binary("redis-cli"), str(tmp), replicas)
     yield cluster
     cluster.stop()
 
@@ -274,6 +317,13 @@ def redis_cluster(redis_cluster_session: Cluster) -> Iterator[Cluster]:
 def fresh_redis_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A cluster of this test's own, for tests that stop nodes or move slots."""
     yield from _cluster(tmp_path)
+
+
+@pytest.fixture
+def redis_cluster_with_replicas(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of this test's own whose 3 primaries each have a replica (6 nodes), for
+    tests that kill a primary and let its replica take over."""
+    yield from _cluster(tmp_path, replicas=1)
 
 
 # -- Sentinel ------------------------------------------------------------------------------

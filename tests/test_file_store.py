@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import pytest
 
 from entur_oauth import (
@@ -22,7 +21,7 @@ from entur_oauth import (
     FileTokenStore,
 )
 from entur_oauth._codec import store_key
-from entur_oauth.testing import FakeEntur
+from entur_oauth.testing import FakeClock, FakeEntur
 
 from .conftest import LoopbackServer
 from .fleet_worker import HoldFirstTokenRequest, Worker
@@ -321,15 +320,16 @@ def test_full_disk(backend: str, fake: FakeEntur, tmp_path: Path) -> None:
 async def test_lock_held_too_long_falls_back_to_own_fetch(
     fake: FakeEntur, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A fetch lock held past lock_timeout: this client fetches on its own, with a warning."""
+    """A fetch lock held past lock_timeout (the default 60 s, on the client's fake clock,
+    so no real waiting): this client fetches on its own, with a warning."""
     path = tmp_path / "tokens.json"
     holder = FileTokenStore(path)
-    store = FileTokenStore(path, lock_timeout=0.3, poll_interval=0.02)
-    async with holder.lock(key_of(fake)), fake.client(token_store=store) as client:
-        started = anyio.current_time()
+    clock = FakeClock(autojump=True)
+    store = FileTokenStore(path, clock=clock)
+    async with holder.lock(key_of(fake)), fake.client(token_store=store, clock=clock) as client:
         assert await call(client) == 200
-        waited = anyio.current_time() - started
-    assert 0.3 <= waited < 5.0  # gave up after lock_timeout, not the 60 s default
+    # Gave up once its clock passed lock_timeout (the last sleep adds at most 0.075 s).
+    assert 60 <= clock.monotonic() < 61
     assert fake.token_count == 1
     (warning,) = store_warnings(caplog)
     assert "lock failed (TimeoutError" in warning

@@ -23,14 +23,16 @@ from .conftest import LoopbackServer
 from .fleet_worker import GateTokenRequests, Worker, run_fleet
 
 if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
-    from .redis_fixture import SentinelGroup
+    from .redis_fixture import Cluster, SentinelGroup
 
 pytest_plugins = ["tests.redis_fixture"]
 
 FLEET = 16
 
 
-def fleet_configs(fake: FakeEntur, url: str, store: str, target: str = "") -> list[dict[str, Any]]:
+def fleet_configs(
+    fake: FakeEntur, url: str, store: str, target: str | list[str] = ""
+) -> list[dict[str, Any]]:
     """Configs for FLEET workers sharing one store, alternating asyncio and trio."""
     return [
         {
@@ -76,6 +78,38 @@ def test_sixteen_processes_starting_at_once(
     assert len(tokens) == expected_fetches
     assert all(r["warnings"] == [] for r in reports)
     print(f"\n{store}: {fake.token_count} token requests for {FLEET} processes in {seconds:.2f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("named", "expected_fetches"), [("dead", FLEET), ("dead+live", 1)])
+def test_a_new_cluster_fleet_whose_first_named_node_is_dead(
+    named: str,
+    expected_fetches: int,
+    fake: FakeEntur,
+    redis_cluster_with_replicas: Cluster,
+) -> None:
+    """A cluster primary dies and its replica takes over; a new fleet of 16 then starts
+    with the dead node named first. Named alone, every process finds the cluster down and
+    fetches its own token (16); with a live node named after it, redis-py reads the slot
+    map from that one and the fleet makes 1 token request."""
+    cluster = redis_cluster_with_replicas
+    dead = cluster.primaries()[0]
+    live = next(n for n in cluster.primaries() if n is not dead)
+    dead.kill()
+    cluster.wait_for_failover(dead)
+    urls = [dead.url.removesuffix("/0")]
+    if named == "dead+live":
+        urls.append(live.url.removesuffix("/0"))
+    with LoopbackServer(fake) as server:
+        reports, seconds = run_fleet(fleet_configs(fake, server.url, "cluster", urls))
+    assert [r["status"] for r in reports] == [200] * FLEET
+    assert fake.token_count == expected_fetches, reports[0]["warnings"]
+    warned = sum(bool(r["warnings"]) for r in reports)
+    assert warned == (FLEET if named == "dead" else 0)
+    print(
+        f"\ncluster, first named node dead ({named}): {fake.token_count} token requests "
+        f"for {FLEET} processes in {seconds:.2f} s"
+    )
 
 
 @pytest.mark.anyio

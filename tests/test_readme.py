@@ -16,7 +16,8 @@ Rules for authors (the same in every one of those files):
 * Put ``<!-- test-needs: redis -->`` on the line before a python block that needs a Redis:
   it runs with ``REDIS_URL`` pointing at a real, empty ``redis-server`` on loopback (skipped
   without the binary, except in CI, as the Redis store tests are); a block that names
-  ``REDIS_CLUSTER_URL`` or ``REDIS_SENTINELS`` also gets a real cluster or sentinels.
+  ``REDIS_CLUSTER_URL`` (or ``REDIS_CLUSTER_URLS``: every node, comma-separated) or
+  ``REDIS_SENTINELS`` also gets a real cluster or sentinels.
 * The ``fake-server`` transcript is checked on its own: ``entur-oauth fake-server --port 0``
   must print the README's lines, with its port for 8765.
 * Nothing reaches beyond loopback: every other address goes to a dead proxy.
@@ -202,7 +203,11 @@ def test_readme_block_runs(
         # The Cluster and Sentinel blocks get those too (from the Redis fixtures, which
         # skip or fail likewise).
         if "REDIS_CLUSTER_URL" in block.code:
-            readme_env["REDIS_CLUSTER_URL"] = request.getfixturevalue("redis_cluster").url
+            cluster = request.getfixturevalue("redis_cluster")
+            readme_env["REDIS_CLUSTER_URL"] = cluster.url
+            # Several start-up nodes, as the README's cluster example names them.
+            urls = [node.url.removesuffix("/0") for node in cluster.nodes]
+            readme_env["REDIS_CLUSTER_URLS"] = ",".join(urls)
         if "REDIS_SENTINELS" in block.code:
             group = request.getfixturevalue("redis_sentinel_shared")
             readme_env["REDIS_SENTINELS"] = ",".join(f"{h}:{p}" for h, p in group.addresses)

@@ -19,7 +19,7 @@ from entur_oauth import ConfigurationError, EnturClient, MemoryTokenStore, Redis
 from entur_oauth._codec import TokenCodec, store_key
 from entur_oauth._redis_store import slot_keys
 from entur_oauth._secrets import Secret
-from entur_oauth.testing import FakeEntur
+from entur_oauth.testing import FakeClock, FakeEntur
 
 from ._faults import eventually
 from .conftest import LoopbackServer, free_port
@@ -93,7 +93,8 @@ async def test_lease_is_exclusive_and_released_only_by_its_owner(
     redis_url: str, raw: redis.Redis
 ) -> None:
     """One holder at a time; a holder whose lease expired never deletes its successor's."""
-    store = RedisTokenStore(redis_url, lease_ttl=30, poll_interval=0.01, wait_timeout=0.2)
+    clock = FakeClock(autojump=True)  # the waits for a held lease take no real time
+    store = RedisTokenStore(redis_url, lease_ttl=30, clock=clock)
     lease = store.lock("k")
     await lease.__aenter__()
     owner = raw.get("{k}:lease")
@@ -111,6 +112,29 @@ async def test_lease_is_exclusive_and_released_only_by_its_owner(
     async with store.lock("k"):
         assert raw.get("{k}:lease") not in (None, owner)
     assert raw.exists("{k}:lease") == 0
+
+
+async def test_a_lease_whose_set_reply_was_lost_is_released(
+    redis_url: str, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease's SET reaches Redis but its reply is lost (a timeout): the poll releases
+    the lease it may hold, so the fleet is not left waiting out lease_ttl for a lease that
+    nobody holds; another process takes it at once (issue 19 item 4)."""
+    store = RedisTokenStore(redis_url, lease_ttl=60)
+    try_lease = store._try_lease
+
+    def reply_lost(key: str, owner: str) -> tuple[bool, bytes | None]:
+        try_lease(key, owner)
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(store, "_try_lease", reply_lost)
+    with pytest.raises(redis.TimeoutError):
+        async with store.lock("k"):
+            pytest.fail("took a lease whose reply was lost")
+    assert raw.exists("{k}:lease") == 0
+    other = RedisTokenStore(redis_url, lease_ttl=60, wait_timeout=1)
+    async with other.lock("k"):
+        assert raw.exists("{k}:lease") == 1
 
 
 async def test_waiter_picks_up_the_token_the_holder_writes(
@@ -399,6 +423,68 @@ async def test_redis_down_the_client_fetches_its_own_token(
     assert fake.client_secret not in caplog.text
 
 
+async def test_clients_of_one_process_share_one_fallback_token_while_redis_is_down(
+    fake: FakeEntur, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis is down; clients of one process share one RedisTokenStore, a new client per
+    call (20 one after the other, then 10 at once): one token request between them, and
+    one warning for the outage, not one or two per client."""
+    store = RedisTokenStore(f"redis://127.0.0.1:{free_port()}/0")
+    for _ in range(20):
+        async with fake.client(token_store=store) as client:
+            assert await call(client) == 200
+    clients = [fake.client(token_store=store) for _ in range(10)]
+    statuses: list[int] = []
+
+    async def run(client: EnturClient) -> None:
+        async with client:
+            statuses.append(await call(client))
+
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(run, client)
+    assert statuses == [200] * 10
+    assert fake.token_count == 1
+    (warning,) = store_warnings(caplog)
+    assert "Connection refused" in warning or "connecting" in warning
+    # Another store object (as in another process) has a fallback of its own.
+    async with fake.client(token_store=RedisTokenStore(store_url(store))) as client:
+        assert await call(client) == 200
+    assert fake.token_count == 2
+
+
+def store_url(store: RedisTokenStore) -> str:
+    """The redis:// URL of a store made from one (host, port and database from its repr)."""
+    where = repr(store).removeprefix("RedisTokenStore(").removesuffix(")")
+    address, _, db = where.partition(", db=")
+    return f"redis://{address}/{db}"
+
+
+@pytest.mark.slow
+async def test_each_redis_outage_logs_one_warning_and_costs_one_token_request(
+    fake: FakeEntur, own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis goes down, comes back, goes down again: one warning per outage, and a token
+    request only when none is at hand (the fallback token of the first outage still serves
+    in the second); while Redis is up, clients share its token again."""
+    store = RedisTokenStore(own_redis_server.url)
+
+    async def new_clients(count: int) -> None:
+        for _ in range(count):
+            async with fake.client(token_store=store) as client:
+                assert await call(client) == 200
+
+    own_redis_server.kill()
+    await new_clients(5)
+    assert (fake.token_count, len(store_warnings(caplog))) == (1, 1)
+    own_redis_server.restart()  # empty: it kept nothing
+    await new_clients(5)
+    assert (fake.token_count, len(store_warnings(caplog))) == (2, 1)
+    own_redis_server.kill()
+    await new_clients(5)
+    assert (fake.token_count, len(store_warnings(caplog))) == (2, 2)
+
+
 async def test_redis_slow_the_client_fetches_its_own_token(
     fake: FakeEntur, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -420,14 +506,15 @@ async def test_redis_slow_the_client_fetches_its_own_token(
 async def test_lease_held_too_long_falls_back_to_own_fetch(
     fake: FakeEntur, redis_url: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A lease another process never releases: after wait_timeout this client fetches alone."""
+    """A lease another process never releases: after wait_timeout (the default 30 s, on the
+    client's fake clock, so no real waiting) this client fetches alone."""
     raw.set(slot_keys(key_of(fake))[1], b"someone-else", px=60_000)
-    store = RedisTokenStore(redis_url, wait_timeout=0.3, poll_interval=0.02)
-    async with fake.client(token_store=store) as client:
-        started = anyio.current_time()
+    clock = FakeClock(autojump=True)
+    store = RedisTokenStore(redis_url, clock=clock)
+    async with fake.client(token_store=store, clock=clock) as client:
         assert await call(client) == 200
-        waited = anyio.current_time() - started
-    assert 0.3 <= waited < 5.0  # gave up after wait_timeout, not the default 30 s
+    # Gave up once its clock passed wait_timeout (the last sleep adds at most 0.075 s).
+    assert 30 <= clock.monotonic() < 31
     assert fake.token_count == 1
     (warning,) = store_warnings(caplog)
     assert "lock failed (TimeoutError" in warning

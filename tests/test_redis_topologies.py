@@ -364,3 +364,17 @@ async def test_readme_acl_lets_the_store_do_everything(
     assert statuses == [200, 200]
     assert fake.token_count == 2  # the rejected token was replaced once, for both
     assert store_warnings(caplog) == []
+
+
+def test_several_cluster_urls_are_checked_and_named() -> None:
+    """Several URLs name a cluster's start-up nodes: cluster=True is needed, the URLs may
+    differ only in host and port, and the repr counts them without a password."""
+    first, second = "redis://:hunter2@127.0.0.1:7000", "redis://:hunter2@127.0.0.1:7001"
+    with pytest.raises(ConfigurationError, match="pass cluster=True"):
+        RedisTokenStore([first, second])
+    with pytest.raises(ConfigurationError, match="differ in more than host and port"):
+        RedisTokenStore([first, "redis://:other@127.0.0.1:7001"], cluster=True)
+    with pytest.raises(ConfigurationError, match="database 0"):
+        RedisTokenStore([first, "redis://127.0.0.1:7001/2"], cluster=True)
+    store = RedisTokenStore((first, second), cluster=True)
+    assert repr(store) == "RedisTokenStore(cluster 127.0.0.1:7000 (+1 start-up nodes))"
