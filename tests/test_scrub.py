@@ -235,37 +235,49 @@ def test_error_codes_that_contain_a_field_name_are_kept(text: str) -> None:
 
 
 def test_an_access_token_field_never_reaches_the_token_error() -> None:
-    """A 500 answering {"accessToken": ...} is reported without the token."""
+    """A 500 answering {"accessToken": ...} is reported by its status and content type,
+    without the token and without any other part of the body."""
     body = json.dumps({"accessToken": VALUE, "message": "upstream failed"}).encode()
     with pytest.raises(TokenRequestError) as info:
         parse_token_response(
             500, {"content-type": "application/json"}, body, sent_monotonic=0, sent_wall=0
         )
     assert VALUE not in str(info.value)
-    assert "upstream failed" in str(info.value)
+    assert "upstream failed" not in str(info.value)
+    assert "HTTP 500 (application/json, a JSON object)" in str(info.value)
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("shape", ["text", "oauth-json"])
 async def test_echoes_are_redacted_in_the_error_and_the_debug_log(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, shape: str
 ) -> None:
     """Through the client: a token endpoint echoing the secret in mixed encodings and an
-    accessToken field leaves neither in the exception nor in any log record."""
+    accessToken field leaves neither in the exception nor in any log record. A text body
+    is not quoted at all (status and content type are); an OAuth error_description is
+    quoted, with the echo blanked."""
     secret = "s3cr/et+\"quoted\" & 'more'"
     mixed = "s3cr%2fet%2B&quot;quoted\\u0022 &amp; &#39;more'"
-    body = json.dumps({"accessToken": VALUE, "note": mixed}) + " and " + html.escape(secret)
+    if shape == "text":
+        body = json.dumps({"accessToken": VALUE, "note": mixed}) + " and " + html.escape(secret)
+        content_type, expected = "text/plain", "HTTP 500 (text/plain, a body of"
+    else:
+        described = f"bad {mixed} and {html.escape(secret)} {VALUE}"
+        fields = {"error": "invalid_request", "error_description": described}
+        body = json.dumps({**fields, "accessToken": VALUE})
+        content_type, expected = "application/json", "[redacted]"
     fake = FakeEntur()
     fake.fail_token(
-        ScriptedResponse(500, body=body.encode(), headers={"content-type": "text/plain"})
+        ScriptedResponse(500, body=body.encode(), headers={"content-type": content_type})
     )
     caplog.set_level(logging.DEBUG, logger="entur_oauth")
     async with fake.client(client_secret=secret, retry=RetryPolicy(attempts=1)) as client:
         with pytest.raises(TokenRequestError) as info:
             await client.get("/x")
     shown = str(info.value) + "\n" + "\n".join(r.getMessage() for r in caplog.records)
-    for leak in (VALUE, mixed, html.escape(secret), secret, "s3cr"):
+    for leak in (mixed, html.escape(secret), secret, "s3cr"):
         assert leak not in shown
-    assert "[redacted]" in str(info.value)
+    assert expected in str(info.value)
 
 
 def test_token_fingerprints_are_kept() -> None:
