@@ -34,6 +34,7 @@ FIGURES = {
     "memory": "bench_memory",
     "import": "bench_import",
     "startup": "bench_startup",
+    "redaction": "bench_redaction",
 }
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import html.entities
-import json
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -188,6 +186,8 @@ def body_snippet(body: bytes, payload: object, redact: tuple[str, ...]) -> str:
     """A snippet of ``body``; a JSON body is shown re-serialised with credentials removed."""
     if payload is None:
         return sanitize_snippet(body, redact)
+    import json  # here: the CLI imports this module on its cached token path
+
     # Only the first characters are shown: the walk stops once it has produced plenty more
     # (a 1 MiB list of short strings took seconds to redact item by item).
     budget = [_FIRST_WINDOW + _SNIPPET_LEN]
@@ -254,7 +254,7 @@ def _redact_patterns(text: str) -> str:
 
 
 def _blank_jwts(run: re.Match[str]) -> str:
-    """Blank the JWT-shaped parts of one run of token characters (``eyJ...``, dot, a
+    """Blank the JWT-shaped parts of one run of token characters (``eyJ...``, a dot, a
     segment, optionally a dot and a last segment), reading the run once."""
     text = run.group()
     parts: list[str] = []
@@ -265,9 +265,9 @@ def _blank_jwts(run: re.Match[str]) -> str:
             break
         second = text.find(".", dot + 1)
         second = len(text) if second == -1 else second
-        if dot == start + 3 or second == dot + 1:
-            # An empty segment: every eyJ before this dot fails the same way.
-            pos = max(start + 1, dot + 1 if second == dot + 1 else start + 1)
+        if second == dot + 1:
+            # An empty second segment: every eyJ before this dot fails the same way.
+            pos = dot + 1
             continue
         end = second
         if second < len(text):
@@ -325,11 +325,12 @@ def _echo_spans(text: str, secret: str, stop: int) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     memo: dict[int, list[tuple[str, int]]] = {}
     limit = min(stop, len(text))
+    none = len(text)  # no position left where an echo may start
     found = first.search(text, 0, limit)
-    nxt = found.start() if found else limit
+    nxt = found.start() if found else none
     while True:
         pos = queue[0] if queue and queue[0] <= nxt else nxt
-        if pos >= len(text) or (pos >= limit and not queue):
+        if pos >= len(text):
             return spans
         states = alive.pop(pos, None)
         if states is not None:
@@ -339,7 +340,7 @@ def _echo_spans(text: str, secret: str, stop: int) -> list[tuple[int, int]]:
         if pos == nxt:
             states.setdefault(0, pos)
             found = first.search(text, pos + 1, limit)
-            nxt = found.start() if found else limit
+            nxt = found.start() if found else none
         _step(text, pos, states, secret, size, alive, queue, spans, memo)
 
 
@@ -488,4 +489,6 @@ def _references(text: str, pos: int) -> list[tuple[str, int]]:
 @functools.cache
 def _entity_names() -> dict[str, str]:
     """HTML5 entity names (with and without their semicolon) of single characters."""
+    import html.entities  # a large table, loaded when a reference is first read
+
     return {name: value for name, value in html.entities.html5.items() if len(value) == 1}

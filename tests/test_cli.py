@@ -845,7 +845,7 @@ def test_redactor_removes_secrets_bearer_tokens_and_jwts() -> None:
     text = redactor.redact(
         "secret=s3cret-value auth='Bearer abc.def-ghi' jwt=eyJhbGciOi.eyJzdWIiOi.sig end"
     )
-    assert text == ("secret=[redacted] auth='Bearer [redacted]' jwt=[redacted token] end")
+    assert text == ("secret=[redacted] auth='Bearer [redacted]' jwt=[redacted] end")
 
 
 def test_environment_is_resolved_once_per_call(
