@@ -13,6 +13,7 @@ not count), medians of repeated calls; the peak of memory allocated during one p
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import secrets
@@ -42,12 +43,10 @@ def _echo_body(secret: str) -> bytes:
 
 
 def _parse(status: int, body: bytes, secret: str) -> None:
-    try:
+    with contextlib.suppress(TokenRequestError):
         parse_token_response(
             status, _HEADERS, body, sent_monotonic=0.0, sent_wall=0.0, redact=(secret,)
         )
-    except TokenRequestError:
-        pass
 
 
 def _timed(call: Callable[[str], None], length: int, rounds: int) -> tuple[float, int]:
