@@ -315,7 +315,9 @@ def _echo_spans(text: str, secret: str, stop: int) -> list[tuple[int, int]]:
     Read left to right; at each position, the partial echoes that reach it (how much of
     the secret they spelled, and the earliest start among the ways to spell it) are carried
     on over every reading of the character there. Positions where no partial echo is alive
-    and the secret cannot start are skipped in C.
+    and the secret cannot start are skipped in C. The work per position is the number of
+    partial echoes alive there: one or two for a random secret, whatever its length; a
+    secret that repeats itself ("abcabc...") keeps one alive per repetition it has matched.
     """
     size = len(secret)
     first = _first_candidates(secret[0])
