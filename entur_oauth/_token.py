@@ -212,8 +212,11 @@ def _kind(body: bytes, payload: object) -> str:
         return "an empty body"
     if payload is None:
         return f"a body of {len(body)} bytes that is not JSON"
-    kinds = {dict: "a JSON object", list: "a JSON array", str: "a JSON string"}
-    return kinds.get(type(payload), "a JSON value")
+    if isinstance(payload, dict):
+        return "a JSON object"
+    if isinstance(payload, list):
+        return "a JSON array"
+    return "a JSON string" if isinstance(payload, str) else "a JSON value"
 
 
 def is_retryable_status(status: int) -> bool:

@@ -450,7 +450,12 @@ def test_a_successful_token_response_runs_no_redaction(monkeypatch: pytest.Monke
     """Parsing a 200 OK token response reads nothing of the secret (a 1,000,000-character
     one is accepted as any other): no echo search runs, however long the secret."""
     calls: list[str] = []
-    monkeypatch.setattr(_scrub, "_blank_secrets", lambda *a: calls.append("scan") or ("", 0))
+
+    def refusing(text: str, redact: tuple[str, ...], stop: int) -> tuple[str, int]:
+        calls.append(text)
+        return text, len(text)
+
+    monkeypatch.setattr(_scrub, "_blank_secrets", refusing)
     secret = "s" * 1_000_000
     body = json.dumps({"access_token": "abc.def", "token_type": "Bearer", "expires_in": 60})
     token = parse_token_response(
