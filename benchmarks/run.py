@@ -35,6 +35,7 @@ FIGURES = {
     "memory": "bench_memory",
     "import": "bench_import",
     "startup": "bench_startup",
+    "redaction": "bench_redaction",
 }
 
 

@@ -20,7 +20,9 @@ __all__ = [
     "ClientNameWarning",
     "EnvSettings",
     "checked_settings",
+    "did_you_mean",
     "env_kwargs",
+    "environment_from_env",
     "read_env",
     "resolve_environment",
     "validate_client_name",
@@ -101,6 +103,66 @@ def resolve_environment(environment: str | Environment) -> Environment:
     )
 
 
+#: Names people type for a built-in environment; a custom one called so is likely a slip.
+_ALIASES = {
+    "production": "production",
+    "prod": "production",
+    "prd": "production",
+    "live": "production",
+    "staging": "staging",
+    "stage": "staging",
+    "stg": "staging",
+    "dev": "dev",
+    "develop": "dev",
+    "development": "dev",
+}
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``a`` becomes ``b`` by at most one insertion, deletion or substitution."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    # Skip the one differing character of b (insertion) or of both (substitution).
+    return a[i:] == b[i + 1 :] or (len(a) == len(b) and a[i + 1 :] == b[i + 1 :])
+
+
+def did_you_mean(name: str) -> str | None:
+    """The built-in environment a custom ``name`` most likely means, or ``None``."""
+    typed = name.strip().lower()
+    for alias, builtin in _ALIASES.items():
+        if _one_edit_apart(typed, alias):
+            return builtin
+    return None
+
+
+def environment_from_env(
+    environ: Mapping[str, str] | None = None, *, named_by: str = "ENTUR_ENVIRONMENT="
+) -> Environment:
+    """Resolve the environment ``ENTUR_ENVIRONMENT`` and ``ENTUR_TOKEN_URL`` & co. select,
+    to an :class:`Environment` (the library's ``from_env`` and the CLI alike).
+
+    ``named_by`` is how a message names where the environment's name came from (the CLI
+    passes ``"--environment "`` when the option gave it).
+
+    Raises:
+        ConfigurationError: An unknown name without the URL variables, a custom
+            environment missing one of them, or a URL variable that is not usable.
+    """
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    custom = {k: get(f"ENTUR_{k.upper()}") for k in ("token_url", "audience", "api_base_url")}
+    picked = _pick_environment(get("ENTUR_ENVIRONMENT"), custom, named_by=named_by)
+    return picked if isinstance(picked, Environment) else get_environment(picked)
+
+
 @dataclass(frozen=True, slots=True)
 class EnvSettings:
     """What ``ENTUR_*`` variables say, ready to pass to :class:`EnturClient`."""
@@ -146,10 +208,20 @@ def read_env(
     if client_name is None and require_name:
         missing.append("ENTUR_CLIENT_NAME")
     if missing:
+        # Only what is missing is asked for: an open-API caller without a name is not told
+        # to create a client.
+        todo = []
+        if "ENTUR_CLIENT_ID" in missing or "ENTUR_CLIENT_SECRET" in missing:
+            todo.append(
+                "set ENTUR_CLIENT_ID and ENTUR_CLIENT_SECRET from your client at "
+                "entur-partner.entur.org"
+            )
+        if "ENTUR_CLIENT_NAME" in missing:
+            todo.append(
+                "set ENTUR_CLIENT_NAME to '<company>-<application>', e.g. acme-journeyplanner"
+            )
         raise ConfigurationError(
-            f"Missing environment variable(s): {', '.join(missing)}. Set ENTUR_CLIENT_ID and "
-            "ENTUR_CLIENT_SECRET from your client at entur-partner.entur.org, and "
-            "ENTUR_CLIENT_NAME to '<company>-<application>'."
+            f"Missing environment variable(s): {', '.join(missing)}; {', and '.join(todo)}."
         )
     custom = {k: get(f"ENTUR_{k.upper()}") for k in ("token_url", "audience", "api_base_url")}
     environment = _pick_environment(get("ENTUR_ENVIRONMENT"), custom)
@@ -173,7 +245,9 @@ def ignoring_custom_variables(name: str, builtin: Environment, given: list[str])
     )
 
 
-def _pick_environment(env_name: str | None, custom: dict[str, str | None]) -> str | Environment:
+def _pick_environment(
+    env_name: str | None, custom: dict[str, str | None], *, named_by: str = "ENTUR_ENVIRONMENT="
+) -> str | Environment:
     """The environment ``ENTUR_ENVIRONMENT`` and ``ENTUR_TOKEN_URL`` & co. select.
 
     A built-in name wins over the URL variables, with a warning (as the CLI's
@@ -184,10 +258,12 @@ def _pick_environment(env_name: str | None, custom: dict[str, str | None]) -> st
     if not given:
         if env_name and builtin_or_none(env_name) is None:
             # Said here, naming the variable: the client would only name the value.
+            meant = did_you_mean(env_name)
             raise ConfigurationError(
-                f"ENTUR_ENVIRONMENT={env_name!r} is not one of Entur's environments "
-                "(production, staging, dev). Set it to one of those, or set ENTUR_TOKEN_URL, "
-                f"ENTUR_AUDIENCE and ENTUR_API_BASE_URL to define {env_name!r} yourself."
+                f"{named_by}{env_name!r} is not one of Entur's environments (production, "
+                "staging, dev)" + (f"; did you mean {meant}?" if meant else ".") + " Set it "
+                "to one of those, or set ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL "
+                f"to define {env_name!r} yourself."
             )
         return env_name or "production"
     builtin = builtin_or_none(env_name) if env_name else None
@@ -198,6 +274,14 @@ def _pick_environment(env_name: str | None, custom: dict[str, str | None]) -> st
             stacklevel=_user_stacklevel(),
         )
         return builtin
+    if env_name and (meant := did_you_mean(env_name)) is not None and all(custom.values()):
+        warnings.warn(
+            f"{env_name!r} is not one of Entur's environments, so ENTUR_TOKEN_URL, "
+            f"ENTUR_AUDIENCE and ENTUR_API_BASE_URL define a custom one of that name; did "
+            f"you mean {meant}? ({named_by}{meant} uses Entur's {meant} URLs)",
+            UserWarning,
+            stacklevel=_user_stacklevel(),
+        )
     return _custom_environment(env_name or CUSTOM_ENVIRONMENT_NAME, custom)
 
 

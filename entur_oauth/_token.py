@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import InvalidCredentialsError, TokenRequestError
-from ._scrub import body_snippet as _body_snippet
 from ._scrub import sanitize_snippet
 from ._secrets import fingerprint
 
@@ -194,6 +193,25 @@ def _error_fields(payload: object, redact: tuple[str, ...]) -> tuple[str | None,
     )
 
 
+def _content_type(headers: Mapping[str, str], redact: tuple[str, ...]) -> str:
+    """The response's media type as an error may quote it (a header is server text too)."""
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    return sanitize_snippet(media_type, redact) or "no content type"
+
+
+def _kind(body: bytes, payload: object) -> str:
+    """What a body is, in words, without a character of it."""
+    if not body.strip():
+        return "an empty body"
+    if payload is None:
+        return f"a body of {len(body)} bytes that is not JSON"
+    if isinstance(payload, dict):
+        return "a JSON object"
+    if isinstance(payload, list):
+        return "a JSON array"
+    return "a JSON string" if isinstance(payload, str) else "a JSON value"
+
+
 def is_retryable_status(status: int) -> bool:
     # 408, 429 and the 5xx family (proxies and CDNs add their own, such as 520-524);
     # 501 Not Implemented and 505 HTTP Version Not Supported do not heal by waiting.
@@ -249,13 +267,11 @@ def parse_token_response(
     """
     redact = tuple(redact)
     retry_after = parse_retry_after(headers, sent_wall)
-    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    content_type = sanitize_snippet(media_type, redact) or "none"
     if truncated:
         raise TokenRequestError(
             f"{where} answered HTTP {status} with a body over {MAX_BODY_BYTES} bytes "
-            f"({content_type}); this is not a token response. Check that the token URL is "
-            "right and that no proxy answers in its place.",
+            f"({_content_type(headers, redact)}); this is not a token response. Check that "
+            "the token URL is right and that no proxy answers in its place.",
             status_code=status,
             retry_after=retry_after,
             retryable=is_retryable_status(status),
@@ -269,15 +285,17 @@ def parse_token_response(
     if not 200 <= status < 300 or error is not None:
         if error is not None:
             raise _error_from_oauth(status, error, description, retry_after, where)
-        snippet = _body_snippet(body, payload, redact)
+        # No RFC 6749 error field: the status and what the body is tell what happened; the
+        # body itself (a proxy's page, an echo of the request) is never quoted.
+        what = f"{_content_type(headers, redact)}, {_kind(body, payload)}"
         if status == 401:
             # RFC 6749 section 5.2: a client that failed to authenticate gets 401. Some
             # gateways answer it with an empty, text or HTML body and no OAuth ``error``;
             # it still means the client was rejected, not that waiting would help.
             raise InvalidCredentialsError(
-                f"{where} rejected the client (HTTP 401, {content_type}: {snippet!r}). Check "
-                "ENTUR_CLIENT_ID and ENTUR_CLIENT_SECRET, and that the client was created in "
-                "this environment (production, staging and dev have separate clients).",
+                f"{where} rejected the client (HTTP 401, {what}). Check ENTUR_CLIENT_ID and "
+                "ENTUR_CLIENT_SECRET, and that the client was created in this environment "
+                "(production, staging and dev have separate clients).",
                 status_code=status,
                 retry_after=retry_after,
             )
@@ -288,7 +306,7 @@ def parse_token_response(
             else "check the token URL, the environment and any proxy in between"
         )
         raise TokenRequestError(
-            f"{where} answered HTTP {status} ({content_type}): {snippet!r}; {advice}.",
+            f"{where} answered HTTP {status} ({what}) without an OAuth error; {advice}.",
             status_code=status,
             retry_after=retry_after,
             retryable=retryable,
@@ -296,9 +314,10 @@ def parse_token_response(
 
     if not isinstance(payload, dict):
         raise TokenRequestError(
-            f"{where} answered HTTP {status} with a body that is not a JSON object "
-            f"({content_type}): {_body_snippet(body, payload, redact)!r}. A proxy or firewall "
-            "page in front of the endpoint is the usual cause; check the token URL.",
+            f"{where} answered HTTP {status} with {_kind(body, payload)} "
+            f"({_content_type(headers, redact)}), where a token response is a JSON object. "
+            "A proxy or firewall page in front of the endpoint is the usual cause; check the "
+            "token URL.",
             status_code=status,
             retryable=True,
         )

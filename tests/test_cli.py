@@ -415,20 +415,23 @@ def test_request_without_credentials_is_an_open_api_call(
 
 
 CREDENTIALS_HINT = "next: Set ENTUR_CLIENT_ID, ENTUR_CLIENT_SECRET"
+NAME_WAYS = "next: --client-name works too."
+SECRET_WAYS = "next: --client-secret-file reads the secret from a file"
 
 
 @pytest.mark.parametrize(
     ("args", "drop", "add", "expected", "hint"),
     [
-        (["token"], {"ENTUR_CLIENT_NAME"}, {}, "ENTUR_CLIENT_NAME", CREDENTIALS_HINT),
-        (["check"], {"ENTUR_CLIENT_ID"}, {}, "ENTUR_CLIENT_ID", CREDENTIALS_HINT),
+        (["token"], {"ENTUR_CLIENT_NAME"}, {}, "set ENTUR_CLIENT_NAME to '<company>-", NAME_WAYS),
+        (["check"], {"ENTUR_CLIENT_ID"}, {}, "ENTUR_CLIENT_ID", SECRET_WAYS),
         (
             ["token", "--environment", "nowhere"],
             CUSTOM,
             {},
-            "known environments: dev, production",
-            "next: use --environment production|staging|dev, or set ENTUR_TOKEN_URL, "
-            "ENTUR_AUDIENCE and ENTUR_API_BASE_URL",
+            "--environment 'nowhere' is not one of Entur's environments (production, staging, "
+            "dev). Set it to one of those, or set ENTUR_TOKEN_URL, ENTUR_AUDIENCE and "
+            "ENTUR_API_BASE_URL",
+            "",  # the message names both ways out: no next: line to repeat it
         ),
         (
             ["token"],
@@ -480,16 +483,51 @@ def test_configuration_errors_exit_2_and_say_what_to_do(
     hint: str,
 ) -> None:
     """Each configuration error exits 2, names the problem and the next step that fits its
-    cause, calls nobody."""
+    cause (a next: line only where it adds to the message, never repeating it), calls
+    nobody."""
     env = {**{k: v for k, v in fake_env.items() if k not in drop}, **add}
     result = run(*args, env=env)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert hint in result.stderr
-    if hint != CREDENTIALS_HINT:
-        assert CREDENTIALS_HINT not in result.stderr
+    assert CREDENTIALS_HINT not in result.stderr
+    _assert_next_adds_something(result.stderr, has_next=bool(hint))
     assert "Pass an Environment(" not in result.stderr
     assert result.stdout == ""
+    assert entur_fake.token_count == 0
+
+
+def _assert_next_adds_something(stderr: str, *, has_next: bool = True) -> None:
+    """The next: line (if any) is no repeat of the error line above it."""
+    lines = [line.removeprefix("entur-oauth: ") for line in stderr.splitlines()]
+    hints = [line.removeprefix("next: ") for line in lines if line.startswith("next: ")]
+    assert len(hints) == int(has_next), stderr
+    if hints:
+        error = lines[lines.index("next: " + hints[0]) - 1]
+        assert hints[0] not in error
+        # No clause of the hint says again what the message says.
+        for clause in hints[0].rstrip(".").split(";"):
+            assert clause.strip().lower() not in error.lower(), (clause, error)
+
+
+def test_an_open_api_request_without_a_client_name_asks_for_the_name_only(
+    fake_env: dict[str, str], entur_fake: FakeEntur
+) -> None:
+    """'request' without credentials is an open-API call: with ENTUR_CLIENT_NAME missing
+    too, it asks for that variable, not for a client id and secret."""
+    env = {
+        k: v
+        for k, v in fake_env.items()
+        if k not in {"ENTUR_CLIENT_ID", "ENTUR_CLIENT_SECRET", "ENTUR_CLIENT_NAME"}
+    }
+    result = run("request", "GET", "/geocoder/v1/autocomplete", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "ENTUR_CLIENT_NAME" in result.stderr
+    assert "ENTUR_CLIENT_ID" not in result.stderr
+    assert "ENTUR_CLIENT_SECRET" not in result.stderr
+    assert "--client-secret-file" not in result.stderr
+    assert NAME_WAYS in result.stderr
+    _assert_next_adds_something(result.stderr)
     assert entur_fake.token_count == 0
 
 
@@ -897,7 +935,7 @@ def test_redactor_removes_secrets_bearer_tokens_and_jwts() -> None:
     text = redactor.redact(
         "secret=s3cret-value auth='Bearer abc.def-ghi' jwt=eyJhbGciOi.eyJzdWIiOi.sig end"
     )
-    assert text == ("secret=[redacted] auth='Bearer [redacted]' jwt=[redacted token] end")
+    assert text == ("secret=[redacted] auth='Bearer [redacted]' jwt=[redacted] end")
 
 
 def test_environment_is_resolved_once_per_call(
@@ -955,11 +993,12 @@ def test_version_option_reads_the_metadata(base_env: dict[str, str]) -> None:
 def test_unknown_environment_suggests_the_builtin_one(base_env: dict[str, str]) -> None:
     """'--environment prod' without custom variables is an unknown environment (exit 2),
     and the message suggests production."""
-    env = {**base_env, "ENTUR_CLIENT_ID": "id", "ENTUR_CLIENT_SECRET": "s"}
+    # (A one-letter secret would blank that letter everywhere in the message.)
+    env = {**base_env, "ENTUR_CLIENT_ID": "id", "ENTUR_CLIENT_SECRET": "s3cret-value"}
     result = run("--environment", "prod", "token", env={**env, "ENTUR_CLIENT_NAME": "a-b"})
     assert result.returncode == 2
-    assert "Unknown Entur environment 'prod'" in result.stderr
-    assert "Did you mean production?" in result.stderr
+    assert "--environment 'prod' is not one of Entur's environments" in result.stderr
+    assert "did you mean production?" in result.stderr
 
 
 class _EchoingAPI(BaseHTTPRequestHandler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -163,11 +164,13 @@ async def test_secret_is_not_in_captured_frame_locals(
 
 
 async def test_secret_echoed_by_the_token_endpoint_is_still_redacted() -> None:
-    """The wrapped secret is still found and blanked in a body that echoes it, escaped or not."""
-    echo = f'{{"message": "bad request {SENTINEL_SECRET}", "q": "{SENTINEL_SECRET}%2F"}}'
+    """The wrapped secret is still found and blanked in the error_description an error
+    quotes (the only part of a body that is quoted), escaped or not."""
+    described = f"bad request {SENTINEL_SECRET}, q={SENTINEL_SECRET}%2F"
+    echo = json.dumps({"error": "invalid_request", "error_description": described})
     fake = FakeEntur()
     fake.fail_token(
-        ScriptedResponse(500, body=echo.encode(), headers={"content-type": "text/plain"})
+        ScriptedResponse(500, body=echo.encode(), headers={"content-type": "application/json"})
     )
     async with fake.client(client_secret=SENTINEL_SECRET, retry=RetryPolicy(attempts=1)) as client:
         with pytest.raises(TokenRequestError, match="redacted") as info:

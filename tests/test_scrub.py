@@ -6,6 +6,7 @@ import html
 import html.entities
 import json
 import logging
+import random
 import urllib.parse
 from collections.abc import Callable
 
@@ -235,37 +236,49 @@ def test_error_codes_that_contain_a_field_name_are_kept(text: str) -> None:
 
 
 def test_an_access_token_field_never_reaches_the_token_error() -> None:
-    """A 500 answering {"accessToken": ...} is reported without the token."""
+    """A 500 answering {"accessToken": ...} is reported by its status and content type,
+    without the token and without any other part of the body."""
     body = json.dumps({"accessToken": VALUE, "message": "upstream failed"}).encode()
     with pytest.raises(TokenRequestError) as info:
         parse_token_response(
             500, {"content-type": "application/json"}, body, sent_monotonic=0, sent_wall=0
         )
     assert VALUE not in str(info.value)
-    assert "upstream failed" in str(info.value)
+    assert "upstream failed" not in str(info.value)
+    assert "HTTP 500 (application/json, a JSON object)" in str(info.value)
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("shape", ["text", "oauth-json"])
 async def test_echoes_are_redacted_in_the_error_and_the_debug_log(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, shape: str
 ) -> None:
     """Through the client: a token endpoint echoing the secret in mixed encodings and an
-    accessToken field leaves neither in the exception nor in any log record."""
+    accessToken field leaves neither in the exception nor in any log record. A text body
+    is not quoted at all (status and content type are); an OAuth error_description is
+    quoted, with the echo blanked."""
     secret = "s3cr/et+\"quoted\" & 'more'"
     mixed = "s3cr%2fet%2B&quot;quoted\\u0022 &amp; &#39;more'"
-    body = json.dumps({"accessToken": VALUE, "note": mixed}) + " and " + html.escape(secret)
+    if shape == "text":
+        body = json.dumps({"accessToken": VALUE, "note": mixed}) + " and " + html.escape(secret)
+        content_type, expected = "text/plain", "HTTP 500 (text/plain, a body of"
+    else:
+        described = f"bad {mixed} and {html.escape(secret)} {VALUE}"
+        fields = {"error": "invalid_request", "error_description": described}
+        body = json.dumps({**fields, "accessToken": VALUE})
+        content_type, expected = "application/json", "[redacted]"
     fake = FakeEntur()
     fake.fail_token(
-        ScriptedResponse(500, body=body.encode(), headers={"content-type": "text/plain"})
+        ScriptedResponse(500, body=body.encode(), headers={"content-type": content_type})
     )
     caplog.set_level(logging.DEBUG, logger="entur_oauth")
     async with fake.client(client_secret=secret, retry=RetryPolicy(attempts=1)) as client:
         with pytest.raises(TokenRequestError) as info:
             await client.get("/x")
     shown = str(info.value) + "\n" + "\n".join(r.getMessage() for r in caplog.records)
-    for leak in (VALUE, mixed, html.escape(secret), secret, "s3cr"):
+    for leak in (mixed, html.escape(secret), secret, "s3cr"):
         assert leak not in shown
-    assert "[redacted]" in str(info.value)
+    assert expected in str(info.value)
 
 
 def test_token_fingerprints_are_kept() -> None:
@@ -343,16 +356,22 @@ def test_a_one_mebibyte_error_body_is_redacted_in_a_bounded_window(
 ) -> None:
     """A 1 MiB error body (text, or JSON of many short items) is quoted after redacting only
     the window the snippet needs, not the whole body (which took 0.3-2.4 s of CPU): counted
-    as the characters handed to the redaction, not timed, so the machine's load cannot make
-    it flaky. The timing itself is reported by the benchmarks, not asserted here."""
+    as the characters the redaction read, not timed, so the machine's load cannot make it
+    flaky. The timing itself is reported by the benchmarks, not asserted here."""
     seen: list[int] = []
-    inner = _scrub._redact_text
+    inner, blank = _scrub._redact_text, _scrub._blank_secrets
 
     def counting(text: str, redact: tuple[str, ...]) -> str:
         seen.append(len(text))
         return inner(text, redact)
 
+    def counting_blank(text: str, redact: tuple[str, ...], stop: int) -> tuple[str, int]:
+        blanked, end = blank(text, redact, stop)
+        seen.append(end)  # how far into the text it read
+        return blanked, end
+
     monkeypatch.setattr(_scrub, "_redact_text", counting)
+    monkeypatch.setattr(_scrub, "_blank_secrets", counting_blank)
     try:
         payload = json.loads(body)
     except ValueError:
@@ -369,3 +388,83 @@ def test_a_jwt_cut_by_the_window_is_blanked() -> None:
     snippet = sanitize_snippet(body, ["S3cr3t-value-xyz"])
     assert "eyJ" not in snippet
     assert snippet == _whole_text_snippet(body, ("S3cr3t-value-xyz",))
+
+
+# -- redaction costs what the text costs to read, whatever the secret (issue 19) ---------
+
+
+def _count_work(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the echo search's work: one unit per partial echo carried over a position."""
+    work = [0]
+    inner = _scrub._step
+
+    def counting(text: str, pos: int, states: dict[int, int], *rest: object) -> None:
+        work[0] += 1 + len(states)
+        inner(text, pos, states, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_scrub, "_step", counting)
+    return work
+
+
+def _mixed_echo(secret: str) -> str:
+    """The secret with every third character URL-encoded and every fifth an HTML entity."""
+    forms = []
+    for i, ch in enumerate(secret):
+        if i % 3 == 0:
+            forms.append(f"%{ord(ch):02X}")
+        elif i % 5 == 0:
+            forms.append(f"&#{ord(ch)};")
+        else:
+            forms.append(ch)
+    return "".join(forms)
+
+
+@pytest.mark.parametrize("length", [64, 20_000])
+def test_redaction_work_is_linear_in_the_text_not_the_secret(
+    length: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The echo search does a bounded amount of work per character of the text it reads,
+    with a 64- or a 20,000-character secret alike: counted, not timed. A text full of
+    escapes and of the secret's first character (where an echo could start) and a long
+    mixed echo of the secret itself are blanked, and doubling the text doubles the work."""
+    work = _count_work(monkeypatch)
+    # Random, as client secrets are (a secret that repeats itself, such as "abcabc...",
+    # keeps one partial echo alive per repetition: see _echo_spans).
+    secret = "".join(random.Random(length).choices(PRINTABLE[1:], k=length))
+    noise = f"{secret[:3]}%41&amp;\\u0041+{secret[0]}&#65;x " * 2_000
+
+    costs = []
+    for copies in (1, 2):
+        text = (noise + _mixed_echo(secret) + " ") * copies
+        work[0] = 0
+        redacted = _scrub._redact_text(text, (secret,))
+        assert redacted.count("[redacted]") == copies
+        assert secret[:40] not in redacted
+        costs.append(work[0])
+        # A bounded number of units per character read, whatever the secret's length.
+        assert work[0] <= 4 * len(text)
+    assert costs[1] <= 2.2 * costs[0]
+
+
+def test_a_successful_token_response_runs_no_redaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing a 200 OK token response reads nothing of the secret (a 1,000,000-character
+    one is accepted as any other): no echo search runs, however long the secret."""
+    calls: list[str] = []
+
+    def refusing(text: str, redact: tuple[str, ...], stop: int) -> tuple[str, int]:
+        calls.append(text)
+        return text, len(text)
+
+    monkeypatch.setattr(_scrub, "_blank_secrets", refusing)
+    secret = "s" * 1_000_000
+    body = json.dumps({"access_token": "abc.def", "token_type": "Bearer", "expires_in": 60})
+    token = parse_token_response(
+        200,
+        {"content-type": "application/json"},
+        body.encode(),
+        sent_monotonic=0,
+        sent_wall=0,
+        redact=(secret,),
+    )
+    assert token.access_token == "abc.def"
+    assert calls == []

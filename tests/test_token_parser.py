@@ -638,7 +638,8 @@ def test_claims_of_any_token_text_is_a_dict(text: str) -> None:
     ],
 )
 def test_tokens_in_unparseable_bodies_are_redacted(status: int, body: bytes) -> None:
-    """A token inside a body that is not clean JSON never reaches the error message."""
+    """A token inside a body that is not clean JSON never reaches the error message: the
+    body is described (status, content type, not JSON), never quoted."""
     with pytest.raises(TokenRequestError) as info:
         parse_token_response(
             status,
@@ -650,4 +651,5 @@ def test_tokens_in_unparseable_bodies_are_redacted(status: int, body: bytes) -> 
     message = str(info.value)
     assert "opaque-token-value-123" not in message
     assert "eyJhbGciOi.eyJzdWIi" not in message
-    assert "[redacted]" in message
+    assert f"HTTP {status}" in message
+    assert "(text/plain)" in message or "text/plain," in message

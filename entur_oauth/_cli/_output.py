@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from .._errors import ConfigurationError, InvalidCredentialsError, TokenRequestError
-from .._secrets import Secret
 
-if TYPE_CHECKING:
-    import logging
+# The library's redactor, the one that also blanks token-endpoint errors: a secret echoed
+# in any encoding, credential fields, bearer tokens and JWTs, alike in both.
+from .._scrub import Redactor
 
 __all__ = [
     "CREDENTIALS_HINT",
@@ -46,9 +45,6 @@ CREDENTIALS_HINT = (
     "ENTUR_CLIENT_NAME; see 'entur-oauth --help'."
 )
 
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*")
-
 
 class CommandError(Exception):
     """A failure the command explains itself: an exit code, a message and what to do next."""
@@ -62,34 +58,6 @@ class CommandError(Exception):
 def config_error(message: str, hint: str) -> CommandError:
     """A configuration error (exit 2) with what to do next."""
     return CommandError(EXIT_CONFIG, f"configuration error: {message}", hint)
-
-
-class Redactor:
-    """Removes known secrets, bearer tokens and JWT-shaped strings from log lines and errors.
-
-    Also a logging filter (an object with ``filter``, which is all logging asks of one), so
-    ``logging`` is imported only with ``--verbose``.
-    """
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-
-    def add(self, value: str | Secret | None) -> None:
-        """Redact ``value`` (a client secret) from now on."""
-        text = value.reveal() if isinstance(value, Secret) else value
-        if text:
-            self._secrets.add(text)
-
-    def redact(self, text: str) -> str:
-        """Return ``text`` without anything secret."""
-        for value in self._secrets:
-            text = text.replace(value, "[redacted]")
-        text = _BEARER.sub("Bearer [redacted]", text)
-        return _JWT.sub("[redacted token]", text)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.redact(record.getMessage()), None
-        return True
 
 
 def warn(message: str) -> None:

@@ -1,7 +1,8 @@
 """Settings for one CLI call: ``ENTUR_*`` variables and options, read and checked once.
 
-The environment is resolved here, once per call, to an :class:`Environment` that the
-commands pass on as is; the client name is validated here, once. Nothing in this module
+The environment is resolved once per call, by the library's ``_settings`` (the same rules
+and messages as ``EnturClient.from_env``), to an :class:`Environment` that the commands
+pass on as is; the client name is validated here, once. Nothing in this module
 imports the HTTP stack: the cached ``token`` path runs on it alone.
 """
 
@@ -20,14 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .._environments import Environment
 from .._errors import ConfigurationError
 from .._secrets import Secret
-from .._settings import (
-    CUSTOM_ENVIRONMENT_NAME,
-    builtin_or_none,
-    ignoring_custom_variables,
-    read_env,
-    validate_client_name,
-)
-from ._output import CREDENTIALS_HINT, EXIT_CONFIG, CommandError, Redactor, config_error, warn
+from .._settings import builtin_or_none, environment_from_env, read_env, validate_client_name
+from ._output import EXIT_CONFIG, CommandError, Redactor, config_error, warn
 
 if TYPE_CHECKING:
     from .._client import EnturClient
@@ -36,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Settings",
     "default_cache_path",
-    "did_you_mean",
     "load",
     "make_client",
     "run_async",
@@ -48,10 +42,6 @@ CACHE_FILE_NAME = "tokens.json"
 
 _CUSTOM_VARIABLES = ("ENTUR_TOKEN_URL", "ENTUR_AUDIENCE", "ENTUR_API_BASE_URL")
 _BUILTIN_NAMES = "production|staging|dev"
-_ENVIRONMENT_HINT = (
-    f"use --environment {_BUILTIN_NAMES}, or set ENTUR_TOKEN_URL, ENTUR_AUDIENCE and "
-    "ENTUR_API_BASE_URL to define a custom one."
-)
 _URL_HINT = (
     "Give ENTUR_TOKEN_URL and ENTUR_API_BASE_URL as full https:// URLs (http:// only for "
     "loopback such as http://127.0.0.1:8765) and a non-empty ENTUR_AUDIENCE."
@@ -60,23 +50,14 @@ _NAME_HINT = (
     "Set ENTUR_CLIENT_NAME (or --client-name) to '<company>-<application>' in visible "
     "ASCII, e.g. acme-journeyplanner."
 )
+_CREDENTIALS_WAYS = (
+    "--client-secret-file reads the secret from a file; 'entur-oauth demo' runs without "
+    "credentials."
+)
 _SECRET_FILE_HINT = (
     "Put only the client secret in the file (readable by you alone: chmod 600), or set "
     "ENTUR_CLIENT_SECRET instead of --client-secret-file."
 )
-#: Names people type for a built-in environment; a custom one called so is likely a slip.
-_ALIASES = {
-    "production": "production",
-    "prod": "production",
-    "prd": "production",
-    "live": "production",
-    "staging": "staging",
-    "stage": "staging",
-    "stg": "staging",
-    "dev": "dev",
-    "develop": "dev",
-    "development": "dev",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,75 +70,27 @@ class Settings:
     environment: Environment
 
 
-def _one_edit_apart(a: str, b: str) -> bool:
-    """Whether ``a`` becomes ``b`` by at most one insertion, deletion or substitution."""
-    if abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) > len(b):
-        a, b = b, a
-    i = 0
-    while i < len(a) and a[i] == b[i]:
-        i += 1
-    # Skip the one differing character of b (insertion) or of both (substitution).
-    return a[i:] == b[i + 1 :] or (len(a) == len(b) and a[i + 1 :] == b[i + 1 :])
-
-
-def did_you_mean(name: str) -> str | None:
-    """The built-in environment a custom ``name`` most likely means, or ``None``."""
-    typed = name.strip().lower()
-    for alias, builtin in _ALIASES.items():
-        if _one_edit_apart(typed, alias):
-            return builtin
-    return None
-
-
-def _check_custom(name: str, custom: dict[str, str]) -> None:
-    """A custom environment needs all three variables; warn if its name looks like a slip."""
-    absent = [k for k, v in custom.items() if not v]
-    if absent:
-        raise config_error(
-            f"A custom environment {name!r} needs {', '.join(absent)} too.",
-            f"Set {', '.join(absent)} as well, or use --environment {_BUILTIN_NAMES}.",
-        )
-    meant = did_you_mean(name)
-    if meant is not None:
-        warn(
-            f"{name!r} is not one of Entur's environments, so ENTUR_TOKEN_URL, "
-            f"ENTUR_AUDIENCE and ENTUR_API_BASE_URL define a custom one of that name; "
-            f"did you mean {meant}? (--environment {meant} uses Entur's {meant} URLs)"
-        )
-
-
-def _environment(environ: dict[str, str]) -> Environment:
-    """Resolve the environment the variables name, once; raise a configuration error."""
-    explicit = environ.get("ENTUR_ENVIRONMENT", "").strip()
-    name = explicit or "production"
-    custom = {k: environ.get(k, "").strip() for k in _CUSTOM_VARIABLES}
-    builtin = builtin_or_none(name)
-    if not any(custom.values()):
-        if builtin is None:
-            meant = did_you_mean(name)
-            raise config_error(
-                f"Unknown Entur environment {name!r}; known environments: dev, production, "
-                "staging." + (f" Did you mean {meant}?" if meant else ""),
-                _ENVIRONMENT_HINT,
-            )
-        return builtin
-    if explicit and builtin is not None:
-        # As the library does: a built-in name wins over the URL variables, so a stray
-        # ENTUR_TOKEN_URL never gets the secret under Entur's name.
-        warn(ignoring_custom_variables(explicit, builtin, [k for k, v in custom.items() if v]))
-        return builtin
-    if not explicit:
-        name = CUSTOM_ENVIRONMENT_NAME
-    _check_custom(name, custom)
-    token_url, audience, api_base_url = (custom[k] for k in _CUSTOM_VARIABLES)
+def _environment(environ: dict[str, str], named_by: str) -> Environment:
+    """Resolve the environment as the library does; a configuration error says what next."""
     try:
-        return Environment(
-            name=name, token_url=token_url, audience=audience, api_base_url=api_base_url
-        )
+        # Its warnings (URL variables ignored, a custom name like a built-in one) as the
+        # CLI's one-line warnings, printed here, whoever calls load().
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            environment = environment_from_env(environ, named_by=named_by)
+        for warning in caught:
+            warn(str(warning.message))
+        return environment
     except ConfigurationError as exc:
-        raise config_error(str(exc), _URL_HINT) from None
+        given = [k for k in _CUSTOM_VARIABLES if environ.get(k, "").strip()]
+        absent = [k for k in _CUSTOM_VARIABLES if k not in given]
+        if not given:
+            hint = ""  # the message names both ways out already
+        elif absent:
+            hint = f"Set {', '.join(absent)} as well, or use --environment {_BUILTIN_NAMES}."
+        else:
+            hint = _URL_HINT
+        raise config_error(str(exc), hint) from None
 
 
 def _apply_options(args: argparse.Namespace, environ: dict[str, str]) -> Environment | None:
@@ -199,13 +132,22 @@ def load(
     environ = dict(os.environ)
     chosen = _apply_options(args, environ)
     redactor.add(environ.get("ENTUR_CLIENT_SECRET", "").strip())
-    environment = chosen or _environment(environ)
+    named_by = "--environment " if getattr(args, "environment", None) else "ENTUR_ENVIRONMENT="
+    environment = chosen or _environment(environ, named_by)
     # The environment is settled: read_env sees only the credentials and the name.
     rest = {k: v for k, v in environ.items() if k not in {"ENTUR_ENVIRONMENT", *_CUSTOM_VARIABLES}}
     try:
         settings = read_env(rest, require_credentials=require_credentials)
     except ConfigurationError as exc:
-        raise config_error(str(exc), CREDENTIALS_HINT) from None
+        # The message says which variables to set; the hint adds the CLI's other ways.
+        given = [bool(rest.get(k, "").strip()) for k in ("ENTUR_CLIENT_ID", "ENTUR_CLIENT_SECRET")]
+        ways = []
+        if (require_credentials or any(given)) and not all(given):
+            ways.append(_CREDENTIALS_WAYS)
+        if not rest.get("ENTUR_CLIENT_NAME", "").strip():
+            ways.append("--client-name works too.")
+        hint = " ".join(ways)
+        raise config_error(str(exc), hint) from None
     if settings.client_name is not None:
         try:
             validate_client_name(settings.client_name)
