@@ -788,10 +788,96 @@ def test_fake_server_rejects_an_impossible_port(base_env: dict[str, str], port: 
 
 
 def test_fake_server_refuses_a_non_loopback_host(base_env: dict[str, str]) -> None:
-    """The fake never listens beyond loopback."""
-    result = run("fake-server", "--host", "0.0.0.0", env=base_env)
+    """The fake never listens beyond loopback, and refuses before it binds: with the port
+    taken on 127.0.0.1, binding 0.0.0.0 would fail as "in use"; the refusal names the host."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = str(sock.getsockname()[1])
+        result = run("fake-server", "--host", "0.0.0.0", "--port", port, env=base_env)
     assert result.returncode == 2
-    assert "loopback" in result.stderr
+    assert "'0.0.0.0' is not a loopback address" in result.stderr
+    assert "Use 127.0.0.1 or ::1" in result.stderr
+    assert "cannot listen" not in result.stderr
+
+
+@pytest.fixture
+def no_binding(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record every address a socket of this process is bound to (and refuse it)."""
+    bound: list[object] = []
+
+    def bind(self: socket.socket, address: object) -> None:
+        bound.append(address)
+        raise AssertionError(f"bound {address!r}")
+
+    monkeypatch.setattr(socket.socket, "bind", bind)
+    return bound
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.org", "[::]"])
+def test_fake_server_refuses_a_non_loopback_host_before_binding(
+    host: str, no_binding: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process: the refusal comes from the argument parser; no socket was ever bound."""
+    from entur_oauth._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fake-server", "--host", host, "--port", "0"])
+    assert exit_info.value.code == 2
+    assert f"{host!r} is not a loopback address" in capsys.readouterr().err
+    assert no_binding == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "why"),
+    [
+        (["fake-server", "--environment", "staging"], "--environment", "ENTUR_ENVIRONMENT=fake"),
+        (["--environment", "staging", "fake-server"], "--environment", "ENTUR_ENVIRONMENT=fake"),
+        (["fake-server", "--backend", "trio"], "--backend", "--server"),
+        (["--backend", "asyncio", "fake-server"], "--backend", "--server"),
+        (["fake-server", "--client-secret-file", "s.txt"], "--client-secret-file", "its own"),
+        (["--client-secret-file", "s.txt", "fake-server"], "--client-secret-file", "its own"),
+    ],
+)
+def test_fake_server_refuses_options_that_do_not_apply(
+    argv: list[str],
+    option: str,
+    why: str,
+    no_binding: list[object],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Client options, before or after the command name: exit 2 naming the option and why,
+    before anything is bound (it used to take them silently and print ENTUR_ENVIRONMENT=fake)."""
+    from entur_oauth._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--port", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"fake-server does not take {option}:" in err
+    assert why in err
+    assert "Traceback" not in err
+    assert no_binding == []
+
+
+def test_fake_server_help_lists_only_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """``fake-server --help`` shows --client-name and --verbose, not the client's options;
+    the other commands still list them, and --backend still defaults to asyncio there."""
+    from entur_oauth._cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        main(["fake-server", "--help"])
+    out = capsys.readouterr().out
+    assert "--client-name" in out
+    assert "--verbose" in out
+    for option in ("--environment", "--backend", "--client-secret-file"):
+        assert option not in out
+    with pytest.raises(SystemExit):
+        main(["token", "--help"])
+    assert "--backend" in capsys.readouterr().out
+    assert build_parser(["token"]).parse_args(["token"]).backend == "asyncio"
+    assert build_parser(["token"]).parse_args(["--backend", "trio", "token"]).backend == "trio"
+    assert build_parser(["token"]).parse_args(["token", "--backend", "trio"]).backend == "trio"
 
 
 # -- in-process (the same code paths, measured by coverage) ------------------------------
@@ -857,8 +943,8 @@ def test_environment_is_resolved_once_per_call(
 ) -> None:
     """One CLI call looks the environment up once: the settings hand the client an
     Environment, not a name to look up again (in-process, counting the look-ups)."""
-    import entur_oauth._settings
     import entur_oauth._environments
+    import entur_oauth._settings
     from entur_oauth._cli import main
 
     looked_up: list[str] = []
