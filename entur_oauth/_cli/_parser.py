@@ -6,7 +6,7 @@ import argparse
 import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -325,17 +325,18 @@ class _EnturParser(argparse.ArgumentParser):
 
     @overload
     def parse_known_args(
-        self, args: Sequence[str] | None = None, namespace: None = None
+        self, args: Iterable[str] | None = None, namespace: None = None
     ) -> tuple[argparse.Namespace, list[str]]: ...
     @overload
     def parse_known_args(
-        self, args: Sequence[str] | None, namespace: _N
+        self, args: Iterable[str] | None, namespace: _N
     ) -> tuple[_N, list[str]]: ...
     @overload
     def parse_known_args(self, *, namespace: _N) -> tuple[_N, list[str]]: ...
     def parse_known_args(
-        self, args: Sequence[str] | None = None, namespace: Any = None
+        self, args: Iterable[str] | None = None, namespace: Any = None
     ) -> tuple[Any, list[str]]:
+        """Parse as argparse does (``parse_args`` comes here too), then check the whole."""
         parsed, extras = super().parse_known_args(args, namespace)
         if getattr(parsed, "command", None) == "fake-server":
             for dest, (option, why) in _NOT_FOR_FAKE_SERVER.items():
