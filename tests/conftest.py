@@ -67,7 +67,7 @@ class _Guard:
             guard.refuse(f"listens on {sock.getsockname()!r}")
             listen(sock, *args)
 
-        socket.socket.listen = guarded_listen  # type: ignore[method-assign]
+        socket.socket.listen = guarded_listen  # type: ignore[method-assign, assignment]
 
     def _audit(self, event: str, args: tuple[Any, ...]) -> None:
         if event in {"subprocess.Popen", "os.posix_spawn", "os.fork"}:

@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+#: Every test runs the benchmark runner as a subprocess.
+pytestmark = pytest.mark.slow
+
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 

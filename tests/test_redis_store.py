@@ -305,6 +305,7 @@ def test_configuration_errors_and_repr(redis_server: RedisServer) -> None:
     client.close()
 
 
+@pytest.mark.slow
 def test_import_without_redis_names_the_extra() -> None:
     """Without redis installed, entur_oauth imports (also with *), leaves RedisTokenStore
     out of __all__ and dir(), and an explicit import of it names the extra."""
@@ -399,6 +400,7 @@ async def test_redis_down_the_client_fetches_its_own_token(
     assert fake.client_secret not in caplog.text
 
 
+@pytest.mark.slow
 async def test_redis_slow_the_client_fetches_its_own_token(
     fake: FakeEntur, caplog: pytest.LogCaptureFixture
 ) -> None:
