@@ -139,12 +139,15 @@ def _pytest_figure(runs: int, env: dict[str, str], cwd: str) -> Row:
 
 
 def _compile_package() -> None:
-    """Write entur_oauth's bytecode, as installing a wheel does: an editable checkout run with
-    PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start."""
+    """Write the bytecode of entur_oauth and of cryptography (which the floor imports too), as
+    pip installing a wheel does: an editable checkout, or packages installed by uv (which
+    does not compile), run with PYTHONDONTWRITEBYTECODE would compile them on every start."""
+    import cryptography
+
     import entur_oauth
 
-    package = str(Path(entur_oauth.__file__).parent)
-    subprocess.run([PYTHON, "-m", "compileall", "-q", package], check=True, capture_output=True)
+    packages = [str(Path(p.__file__).parent) for p in (entur_oauth, cryptography)]
+    subprocess.run([PYTHON, "-m", "compileall", "-q", *packages], check=True, capture_output=True)
 
 
 def run(quick: bool = False) -> FigureResult:
