@@ -14,7 +14,6 @@ import typing
 if typing.TYPE_CHECKING:
     from ._api_errors import APIError, ForbiddenError, SessionTimeoutError, UnauthorizedError
     from ._client import EnturClient
-    from ._settings import ClientNameWarning
     from ._environments import Environment, get_environment
     from ._errors import (
         ConfigurationError,
@@ -28,6 +27,7 @@ if typing.TYPE_CHECKING:
     from ._policy import RefreshPolicy, RetryPolicy
     from ._redis_store import RedisTokenStore
     from ._secrets import Secret
+    from ._settings import ClientNameWarning
     from ._stores import MemoryTokenStore, TokenStore
 
     __version__: str

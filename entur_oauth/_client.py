@@ -43,7 +43,6 @@ from anyio.abc import TaskGroup
 from ._authlib import AsyncOAuth2Client, OAuth2Token
 from ._clock import Clock, SystemClock
 from ._codec import TokenCodec, store_key
-from ._settings import read_env, resolve_environment, validate_client_name
 from ._environments import Environment, check_url, is_loopback_host
 from ._errors import (
     ConfigurationError,
@@ -58,6 +57,7 @@ from ._loop import current_loop
 from ._manager import TokenManager
 from ._policy import RefreshPolicy, RetryPolicy, check_seconds
 from ._secrets import Secret
+from ._settings import read_env, resolve_environment, validate_client_name
 from ._stores import TokenStore, default_memory_store
 from ._token import Token
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._environments import Environment
+from .._errors import ConfigurationError
+from .._secrets import Secret
 from .._settings import (
     CUSTOM_ENVIRONMENT_NAME,
     builtin_or_none,
@@ -24,9 +27,6 @@ from .._settings import (
     read_env,
     validate_client_name,
 )
-from .._environments import Environment
-from .._errors import ConfigurationError
-from .._secrets import Secret
 from ._output import CREDENTIALS_HINT, EXIT_CONFIG, CommandError, Redactor, config_error, warn
 
 if TYPE_CHECKING:
