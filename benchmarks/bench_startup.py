@@ -146,7 +146,7 @@ def _compile_package() -> None:
 
     import entur_oauth
 
-    packages = [str(Path(p.__file__).parent) for p in (entur_oauth, cryptography)]
+    packages = [str(Path(entur_oauth.__file__).parent), str(Path(cryptography.__file__).parent)]
     subprocess.run([PYTHON, "-m", "compileall", "-q", *packages], check=True, capture_output=True)
 
 
