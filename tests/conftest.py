@@ -91,9 +91,22 @@ def pytest_configure(config: pytest.Config) -> None:
     GUARD.install()
 
 
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remember whether the test failed already (its report then names the refusal)."""
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
 @pytest.fixture(autouse=True)
 def _no_processes_unless_slow(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a test that starts a process or a server without the ``slow`` mark."""
+    """Fail a test that starts a process or a server without the ``slow`` mark (also when
+    the test caught the refusal)."""
     if request.node.get_closest_marker("slow") is not None:
         yield
         return
@@ -102,7 +115,7 @@ def _no_processes_unless_slow(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         GUARD.test = None
-    if GUARD.caught:
+    if GUARD.caught and not request.node.stash.get(_FAILED, False):
         pytest.fail(GUARD.caught[0], pytrace=False)
 
 
