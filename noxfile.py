@@ -48,7 +48,7 @@ NEWEST_PYTHON = PYTHONS[-1]
 
 #: Where each test session leaves its coverage data (one folder per session, so a session
 #: run again replaces its own data and no other's); the coverage session combines them.
-COVERAGE_DATA = Path(".nox", "coverage").resolve()
+COVERAGE_DATA = Path(".nox", "coverage-data").resolve()  # beside the venvs, not in one
 
 #: pytest-xdist: two workers (``ENTUR_TEST_WORKERS`` to change), each test file kept on one
 #: worker, so that a file's session fixtures (Redis clusters, Sentinels) start once.
