@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
@@ -84,9 +84,9 @@ def _store(kind: str, arg: str) -> Any:
         from entur_oauth._redis_store import RedisTokenStore
 
         sentinels = [(host, int(port)) for host, port in (a.split(":") for a in arg.split(","))]
-        primary = Sentinel(sentinels, socket_timeout=0.5).master_for(  # type: ignore[no-untyped-call]
-            SERVICE, socket_timeout=0.5, retry=Retry(NoBackoff(), 1)
-        )
+        # Any: redis-py annotates Sentinel only in its newest releases.
+        sentinel = cast(Any, Sentinel)(sentinels, socket_timeout=0.5)
+        primary = sentinel.master_for(SERVICE, socket_timeout=0.5, retry=Retry(NoBackoff(), 1))
         return RedisTokenStore(primary, lease_ttl=LEASE_TTL, wait_timeout=WAIT_TIMEOUT)
     return None  # the default: this process's MemoryTokenStore
 

@@ -8,22 +8,33 @@ cannot be moved to another key, and a rotated secret simply misses the cache.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ._secrets import Secret
 from ._token import Token
 
-__all__ = ["TokenCodec", "store_key"]
+__all__ = ["TokenCodec", "derive_key", "store_key"]
 
 _VERSION = b"eo1"
 _NONCE = 12
+_INFO = b"entur-oauth token store v1"
+
+
+def derive_key(secret: bytes, salt: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of ``secret`` to a 32-byte key.
+
+    Written out with the standard library's HMAC: one block needs two HMACs, and
+    cryptography's HKDF would cost the CLI's cached ``token`` path the import of its hash
+    and KDF modules on every run. A test holds it equal to cryptography's HKDF.
+    """
+    pseudo_random_key = hmac.digest(salt, secret, "sha256")
+    return hmac.digest(pseudo_random_key, _INFO + b"\x01", "sha256")
 
 
 def store_key(token_url: str, audience: str, client_id: str) -> str:
@@ -38,13 +49,7 @@ class TokenCodec:
     __slots__ = ("_aead", "_key")
 
     def __init__(self, secret: Secret, key: str) -> None:
-        derived = HKDF(
-            algorithm=hashes.SHA256(),
-            length=32,
-            salt=key.encode(),
-            info=b"entur-oauth token store v1",
-        ).derive(secret.reveal().encode())
-        self._aead = AESGCM(derived)
+        self._aead = AESGCM(derive_key(secret.reveal().encode(), key.encode()))
         self._key = key.encode()
 
     def encode(self, token: Token) -> bytes:

@@ -4,6 +4,7 @@ a real loopback socket."""
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,108 @@ import uvicorn
 
 from entur_oauth._stores import default_memory_store
 from entur_oauth.testing import FakeEntur
+
+#: Fixtures that start a server or a process. A test that uses one, directly or through
+#: another fixture, is marked ``slow`` at collection: nox runs those once per ``nox`` (on the
+#: newest Python, and in ``lowest``), the in-process rest on every Python.
+SLOW_FIXTURES = frozenset(
+    {
+        "entur_fake_url",  # the pytest plugin's fake on a loopback port (entur_env uses it)
+        "loopback_fake",
+        "redis_server",
+        "redis_cluster_session",
+        "fresh_redis_cluster",
+        "redis_sentinel_session",
+        "redis_sentinel",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that uses a server or process fixture."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+class UnmarkedSlowTestError(RuntimeError):
+    """Raised when a test not marked ``slow`` starts a process or a listening socket."""
+
+
+class _Guard:
+    """Refuses processes and listening sockets to tests not marked ``slow``, so that a
+    server-starting test cannot slip into the part of the suite run on every Python.
+
+    Processes are seen through the interpreter's audit hook (every ``subprocess`` call);
+    servers through ``socket.listen`` (uvicorn, the built-in server, anyio and trio all
+    listen through it). Both are process-wide, so threads a test starts are seen too.
+    """
+
+    def __init__(self) -> None:
+        self.test: str | None = None  # the unmarked test running now, if any
+        self.caught: list[str] = []
+        self._listen = socket.socket.listen
+
+    def install(self) -> None:
+        if socket.socket.listen is not self._listen:
+            return
+        sys.addaudithook(self._audit)
+        guard, listen = self, self._listen
+
+        def guarded_listen(sock: socket.socket, *args: int) -> None:
+            guard.refuse(f"listens on {sock.getsockname()!r}")
+            listen(sock, *args)
+
+        socket.socket.listen = guarded_listen  # type: ignore[method-assign, assignment]
+
+    def _audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if event in {"subprocess.Popen", "os.posix_spawn", "os.fork"}:
+            self.refuse(f"starts a process ({event} {args[0]!r})")
+
+    def refuse(self, what: str) -> None:
+        if self.test is not None:
+            message = (
+                f"{self.test} {what} without @pytest.mark.slow: mark it (or add the fixture "
+                "that starts the server to SLOW_FIXTURES in tests/conftest.py)"
+            )
+            self.caught.append(message)
+            raise UnmarkedSlowTestError(message)
+
+
+GUARD = _Guard()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the guard (once: an audit hook cannot be removed)."""
+    GUARD.install()
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remember whether the test failed already (its report then names the refusal)."""
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _no_processes_unless_slow(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that starts a process or a server without the ``slow`` mark (also when
+    the test caught the refusal)."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    GUARD.test, GUARD.caught = request.node.nodeid, []
+    try:
+        yield
+    finally:
+        GUARD.test = None
+    if GUARD.caught and not request.node.stash.get(_FAILED, False):
+        pytest.fail(GUARD.caught[0], pytrace=False)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -77,6 +77,7 @@ def fake_env(
     return {**base_env, **entur_fake.env(entur_fake_url, client_name="acme-cli")}
 
 
+@pytest.mark.slow
 def test_console_script_and_module_both_answer_help(base_env: dict[str, str]) -> None:
     """Both entry points run, list every command and the exit codes."""
     script, module = run("--help", env=base_env), run("--help", env=base_env, module=True)
@@ -90,6 +91,7 @@ def test_console_script_and_module_both_answer_help(base_env: dict[str, str]) ->
 @pytest.mark.parametrize(
     "form", [["--client-secret", "hunter2-9b"], ["--client-secret=hunter2-9b"]]
 )
+@pytest.mark.slow
 def test_no_client_secret_flag_exists(base_env: dict[str, str], form: list[str]) -> None:
     """A secret on the command line lands in shell history: there is no flag for it, and
     the refusal does not echo the value (nor is it taken for --client-secret-file)."""
@@ -209,6 +211,7 @@ def test_cached_token_near_its_expiry_takes_the_client_path(
     assert second.stdout.strip() == entur_fake.all_issued_tokens[1]
 
 
+@pytest.mark.slow
 def test_token_help_recommends_header_with_a_file_descriptor(base_env: dict[str, str]) -> None:
     """'token --help' shows curl -H @<(entur-oauth token --header), never the form that puts
     the token on curl's command line."""
@@ -531,6 +534,7 @@ def test_an_open_api_request_without_a_client_name_asks_for_the_name_only(
     assert entur_fake.token_count == 0
 
 
+@pytest.mark.slow
 def test_no_command_prints_usage_and_exits_2(base_env: dict[str, str]) -> None:
     """Bare 'entur-oauth': a short usage pointing at the demo and --help, exit 2."""
     result = run(env=base_env)
@@ -612,6 +616,7 @@ def test_token_endpoint_failure_exits_4(fake_env: dict[str, str], entur_fake: Fa
     assert entur_fake.token_count == 3
 
 
+@pytest.mark.slow
 def test_unreachable_token_endpoint_exits_4(base_env: dict[str, str]) -> None:
     """Nothing listening at the token URL: exit 4 with network advice."""
     with socket.socket() as sock:
@@ -641,6 +646,7 @@ def test_unreachable_api_exits_4(fake_env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(("backend", "server"), [("asyncio", "uvicorn"), ("trio", "builtin")])
+@pytest.mark.slow
 def test_demo_without_credentials_shows_the_whole_story(
     base_env: dict[str, str], backend: str, server: str
 ) -> None:
@@ -693,6 +699,7 @@ def test_demo_with_environment_exits_5_when_the_path_fails(
     assert_nothing_secret(entur_fake, result.stdout, result.stderr)
 
 
+@pytest.mark.slow
 def test_demo_for_staging_without_credentials_exits_2_before_any_network(
     base_env: dict[str, str],
 ) -> None:
@@ -817,6 +824,7 @@ def server_process() -> Iterator[list[ServerProcess]]:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
 @pytest.mark.parametrize("server", ["uvicorn", "builtin"])
+@pytest.mark.slow
 def test_fake_server_serves_the_commands_and_stops_cleanly(
     base_env: dict[str, str], server_process: list[ServerProcess], server: str
 ) -> None:
@@ -858,6 +866,7 @@ def test_fake_server_serves_the_commands_and_stops_cleanly(
     assert token.stdout.strip() not in stderr
 
 
+@pytest.mark.slow
 def test_fake_server_on_a_taken_port_exits_2(base_env: dict[str, str]) -> None:
     """A port in use: exit 2 and the advice to pick another."""
     with socket.socket() as sock:
@@ -869,6 +878,7 @@ def test_fake_server_on_a_taken_port_exits_2(base_env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
+@pytest.mark.slow
 def test_fake_server_rejects_an_impossible_port(base_env: dict[str, str], port: str) -> None:
     """A port outside 0..65535: exit 2 with argparse's message, no traceback."""
     result = run("fake-server", f"--port={port}", env=base_env)
@@ -877,16 +887,104 @@ def test_fake_server_rejects_an_impossible_port(base_env: dict[str, str], port: 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_fake_server_refuses_a_non_loopback_host(base_env: dict[str, str]) -> None:
-    """The fake never listens beyond loopback."""
-    result = run("fake-server", "--host", "0.0.0.0", env=base_env)
+    """The fake never listens beyond loopback, and refuses before it binds: with the port
+    taken on 127.0.0.1, binding 0.0.0.0 would fail as "in use"; the refusal names the host."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = str(sock.getsockname()[1])
+        result = run("fake-server", "--host", "0.0.0.0", "--port", port, env=base_env)
     assert result.returncode == 2
-    assert "loopback" in result.stderr
+    assert "'0.0.0.0' is not a loopback address" in result.stderr
+    assert "Use 127.0.0.1 or ::1" in result.stderr
+    assert "cannot listen" not in result.stderr
+
+
+@pytest.fixture
+def no_binding(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record every address a socket of this process is bound to (and refuse it)."""
+    bound: list[object] = []
+
+    def bind(self: socket.socket, address: object) -> None:
+        bound.append(address)
+        raise AssertionError(f"bound {address!r}")
+
+    monkeypatch.setattr(socket.socket, "bind", bind)
+    return bound
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.org", "[::]"])
+def test_fake_server_refuses_a_non_loopback_host_before_binding(
+    host: str, no_binding: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process: the refusal comes from the argument parser; no socket was ever bound."""
+    from entur_oauth._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fake-server", "--host", host, "--port", "0"])
+    assert exit_info.value.code == 2
+    assert f"{host!r} is not a loopback address" in capsys.readouterr().err
+    assert no_binding == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "why"),
+    [
+        (["fake-server", "--environment", "staging"], "--environment", "ENTUR_ENVIRONMENT=fake"),
+        (["--environment", "staging", "fake-server"], "--environment", "ENTUR_ENVIRONMENT=fake"),
+        (["fake-server", "--backend", "trio"], "--backend", "--server"),
+        (["--backend", "asyncio", "fake-server"], "--backend", "--server"),
+        (["fake-server", "--client-secret-file", "s.txt"], "--client-secret-file", "its own"),
+        (["--client-secret-file", "s.txt", "fake-server"], "--client-secret-file", "its own"),
+    ],
+)
+def test_fake_server_refuses_options_that_do_not_apply(
+    argv: list[str],
+    option: str,
+    why: str,
+    no_binding: list[object],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Client options, before or after the command name: exit 2 naming the option and why,
+    before anything is bound (it used to take them silently and print ENTUR_ENVIRONMENT=fake)."""
+    from entur_oauth._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--port", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"fake-server does not take {option}:" in err
+    assert why in err
+    assert "Traceback" not in err
+    assert no_binding == []
+
+
+def test_fake_server_help_lists_only_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """``fake-server --help`` shows --client-name and --verbose, not the client's options;
+    the other commands still list them, and --backend still defaults to asyncio there."""
+    from entur_oauth._cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        main(["fake-server", "--help"])
+    out = capsys.readouterr().out
+    assert "--client-name" in out
+    assert "--verbose" in out
+    for option in ("--environment", "--backend", "--client-secret-file"):
+        assert option not in out
+    with pytest.raises(SystemExit):
+        main(["token", "--help"])
+    assert "--backend" in capsys.readouterr().out
+    assert build_parser(["token"]).parse_args(["token"]).backend == "asyncio"
+    assert build_parser(["token"]).parse_args(["--backend", "trio", "token"]).backend == "trio"
+    assert build_parser(["token"]).parse_args(["token", "--backend", "trio"]).backend == "trio"
 
 
 # -- in-process (the same code paths, measured by coverage) ------------------------------
 
 
+@pytest.mark.slow
 def test_main_in_process_runs_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
     """main() returns the exit code instead of exiting; the demo runs in-process too."""
     from entur_oauth._cli import main
@@ -981,6 +1079,7 @@ def test_client_name_warning_is_shown_once(fake_env: dict[str, str], entur_fake:
     assert "'AcmeApp' is not of the form '<company>-<application>'" in warnings[0]
 
 
+@pytest.mark.slow
 def test_version_option_reads_the_metadata(base_env: dict[str, str]) -> None:
     """--version prints the installed version (read only when asked)."""
     from importlib.metadata import version
@@ -990,6 +1089,7 @@ def test_version_option_reads_the_metadata(base_env: dict[str, str]) -> None:
     assert result.stdout == f"entur-oauth {version('entur-oauth')}\n"
 
 
+@pytest.mark.slow
 def test_unknown_environment_suggests_the_builtin_one(base_env: dict[str, str]) -> None:
     """'--environment prod' without custom variables is an unknown environment (exit 2),
     and the message suggests production."""

@@ -446,6 +446,7 @@ async def test_silent_token_endpoint_times_out_for_every_waiter(
         assert (await client.get("/x")).status_code == 200
 
 
+@pytest.mark.slow
 async def test_silent_token_endpoint_on_a_real_socket_times_out(entur_clock: FakeClock) -> None:
     """A TCP server that accepts and never answers: the HTTP read timeout fires, the
     waiters get a TokenRequestError that says it timed out, nothing hangs."""
@@ -563,6 +564,7 @@ def test_one_asyncio_loop_run_several_times_is_one_loop() -> None:
 
 
 @pytest.mark.parametrize(("first", "second"), PAIRS)
+@pytest.mark.slow
 def test_second_event_loop_with_pooled_sockets_gets_a_clear_error(first: str, second: str) -> None:
     """The same over real sockets (httpcore2's pool, closed with the first loop's
     ``async with``: an asyncio transport cannot even be closed from another loop)."""

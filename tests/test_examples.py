@@ -26,6 +26,9 @@ from .conftest import NO_NETWORK
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
+#: Every example runs as a subprocess.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def served() -> Iterator[tuple[FakeEntur, dict[str, str]]]:

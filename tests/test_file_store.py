@@ -265,6 +265,7 @@ def _worker_config(fake: FakeEntur, url: str, **extra: object) -> dict[str, obje
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.slow
 def test_unwritable_directory(backend: str, fake: FakeEntur, tmp_path: Path) -> None:
     """A directory the process cannot write: a real worker still gets its call through."""
     prefix: list[str] = []
@@ -298,6 +299,7 @@ def test_unwritable_directory(backend: str, fake: FakeEntur, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.slow
 def test_full_disk(backend: str, fake: FakeEntur, tmp_path: Path) -> None:
     """Writes fail as on a full disk (RLIMIT_FSIZE): the call succeeds, no temp file is left."""
     path = tmp_path / "tokens.json"
@@ -467,6 +469,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_a_directory_the_user_may_not_enter_is_a_configuration_error(tmp_path: Path) -> None:
     """A token file in a directory this user may not enter (no search permission) is
     refused at construction with ConfigurationError, not PermissionError. Run in a real

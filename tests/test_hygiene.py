@@ -27,6 +27,7 @@ pytestmark = pytest.mark.anyio
 SENTINEL_SECRET = "SENTINEL-SECRET-7f3a"
 
 
+@pytest.mark.slow
 async def test_repr_shows_environment_and_client_id_only() -> None:
     """repr(client) names the environment and client id, never the secret or token."""
     fake = FakeEntur(client_secret=SENTINEL_SECRET)
@@ -68,6 +69,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_failed_construction_leaves_no_noise() -> None:
     """A client whose construction fails prints no 'Exception ignored' and no warning."""
     result = _run(
@@ -88,6 +90,7 @@ def test_failed_construction_leaves_no_noise() -> None:
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_closed_and_dropped_clients_leave_no_noise() -> None:
     """Used, closed and garbage-collected clients leave nothing on stderr."""
     result = _run(

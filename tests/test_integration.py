@@ -152,6 +152,7 @@ class _Stream(httpx2.AsyncByteStream):
 # close: httpx2 hides it.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.slow
 async def test_token_body_is_read_at_most_1_mib_over_a_socket() -> None:
     """Over a real loopback socket, a token endpoint answering 64 MiB is read no further
     than 1 MiB (plus the chunk that crossed it): a typed error, quickly, not a hang or

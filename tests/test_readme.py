@@ -185,6 +185,7 @@ def _run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
 
 
 @pytest.mark.parametrize(("document", "block"), _params())
+@pytest.mark.slow
 def test_readme_block_runs(
     document: Path,
     block: Block,
@@ -328,6 +329,7 @@ def _fake_server_transcript() -> list[str]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+@pytest.mark.slow
 def test_readme_fake_server_transcript_matches_the_real_output() -> None:
     """``entur-oauth fake-server --port 0`` prints what the README shows, port aside."""
     expected = _fake_server_transcript()
@@ -474,6 +476,7 @@ async def test_readme_table_of_the_fakes_answers_matches_the_fake() -> None:
             assert "tripPatterns" in answers[1].json()["data"]["trip"]
 
 
+@pytest.mark.slow
 def test_readme_graphql_command_gets_server_info(
     readme_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -329,6 +329,7 @@ def test_configuration_errors_and_repr(redis_server: RedisServer) -> None:
     client.close()
 
 
+@pytest.mark.slow
 def test_import_without_redis_names_the_extra() -> None:
     """Without redis installed, entur_oauth imports (also with *), leaves RedisTokenStore
     out of __all__ and dir(), and an explicit import of it names the extra."""
@@ -485,6 +486,7 @@ async def test_each_redis_outage_logs_one_warning_and_costs_one_token_request(
     assert (fake.token_count, len(store_warnings(caplog))) == (2, 2)
 
 
+@pytest.mark.slow
 async def test_redis_slow_the_client_fetches_its_own_token(
     fake: FakeEntur, caplog: pytest.LogCaptureFixture
 ) -> None:

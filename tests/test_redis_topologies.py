@@ -337,6 +337,7 @@ def drop_acl_user(port: int) -> None:
 
 
 @pytest.mark.parametrize("topology", ["redis", "cluster", "sentinel"])
+@pytest.mark.slow
 async def test_readme_acl_lets_the_store_do_everything(
     topology: str,
     fake: FakeEntur,

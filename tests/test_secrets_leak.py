@@ -181,7 +181,7 @@ def _reprs(client: EnturClient, clock: FakeClock) -> list[tuple[str, str]]:
     return texts
 
 
-@pytest.mark.parametrize("where", ["in-process", "loopback"])
+@pytest.mark.parametrize("where", ["in-process", pytest.param("loopback", marks=pytest.mark.slow)])
 async def test_fault_matrix_leaks_no_secret_or_token(
     where: str, debug_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -223,7 +223,7 @@ async def test_fault_matrix_leaks_no_secret_or_token(
     leaks.check(fake, debug_logs.records)
 
 
-@pytest.mark.parametrize("where", ["in-process", "loopback"])
+@pytest.mark.parametrize("where", ["in-process", pytest.param("loopback", marks=pytest.mark.slow)])
 async def test_failed_renewals_and_the_refresher_leak_nothing(
     where: str, debug_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -391,7 +391,7 @@ _ECHOES = [
 _FAILING = [f for f in FAULTS if f.outcome != "ok"] + _ECHOES
 
 
-@pytest.mark.parametrize("where", ["in-process", "loopback"])
+@pytest.mark.parametrize("where", ["in-process", pytest.param("loopback", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("fault", _FAILING, ids=[f.id for f in _FAILING])
 async def test_token_errors_hold_no_secret_in_frames_or_pickles(where: str, fault: Fault) -> None:
     """Every failing token-endpoint scenario (an echoed body, a mac token, CR/LF in the
@@ -491,6 +491,7 @@ async def test_api_transport_errors_keep_their_type_without_the_bearer(
     assert not _clean([exc], {SENTINEL_SECRET, *fake.all_issued_tokens})
 
 
+@pytest.mark.slow
 async def test_api_connection_refused_over_a_socket_holds_no_token() -> None:
     """Over real sockets: the token comes from a loopback fake, the API port refuses the
     connection; the httpx2.ConnectError raised holds the token nowhere."""
@@ -722,6 +723,7 @@ async def test_an_api_transport_error_quoting_the_bearer_is_redacted() -> None:
     assert not _clean([caught.value], {SENTINEL_SECRET, *fake.all_issued_tokens})
 
 
+@pytest.mark.slow
 async def test_a_body_breaking_off_over_a_socket_has_no_chain_to_httpcore() -> None:
     """Over real sockets, an API body that breaks off mid-read (the server closes after 7 of
     1,000 bytes): the httpx2.RemoteProtocolError has no chain (httpcore's frames hold the
@@ -799,6 +801,7 @@ async def test_a_timeout_around_a_call_holds_no_secret_in_its_frames(
     assert not _clean([error], sentinels)
 
 
+@pytest.mark.slow
 async def test_a_timeout_over_a_socket_that_never_answers_holds_no_bearer() -> None:
     """The same over a real socket: the API accepts the request and never answers, so the
     cancellation comes from inside httpcore2, whose frames hold their own copy of the

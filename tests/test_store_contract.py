@@ -85,7 +85,14 @@ def _cluster(cluster: Cluster) -> Backend:
     return Backend(make=lambda: RedisTokenStore(cluster.url, cluster=True), dump=dump)
 
 
-@pytest.fixture(params=["memory", "file", "redis", "cluster"])
+@pytest.fixture(
+    params=[
+        "memory",
+        "file",
+        pytest.param("redis", marks=pytest.mark.slow),
+        pytest.param("cluster", marks=pytest.mark.slow),
+    ]
+)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Each store implementation in turn, empty."""
     kind = request.param

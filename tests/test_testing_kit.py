@@ -238,6 +238,7 @@ def test_a_served_fake_delays_in_real_time() -> None:
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "builtin"])
+@pytest.mark.slow
 def test_serve_works_with_either_server(server: str) -> None:
     """serve() runs the fake on loopback with uvicorn or the built-in server alike, and
     stops it on exit."""
@@ -291,6 +292,7 @@ def _raw(url: str, request: bytes) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_builtin_server_speaks_enough_http() -> None:
     """The built-in server handles chunked bodies, Expect: 100-continue, HTTP/1.0 and
     refuses malformed requests with 400."""
@@ -311,6 +313,7 @@ def test_builtin_server_speaks_enough_http() -> None:
     assert fake.api_requests[0].body == b"abcde"
 
 
+@pytest.mark.slow
 def test_builtin_server_passes_bodies_to_the_app() -> None:
     """A chunked request body reaches the app whole."""
     fake = FakeEntur(open_paths=("/echo",))
@@ -394,6 +397,7 @@ def _user_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow
 def test_plugin_fixtures_work_in_a_users_pytest_run(tmp_path: Path) -> None:
     """In a project of its own (no conftest of ours), the fixtures are there through the
     entry point and work on asyncio and trio; a wrong expectation fails."""
@@ -404,6 +408,7 @@ def test_plugin_fixtures_work_in_a_users_pytest_run(tmp_path: Path) -> None:
     assert result.returncode == 1
 
 
+@pytest.mark.slow
 def test_plugin_documents_its_fixtures(tmp_path: Path) -> None:
     """pytest --fixtures lists each fixture with its docstring."""
     result = _user_pytest(tmp_path, "--fixtures", "-q")
@@ -412,6 +417,7 @@ def test_plugin_documents_its_fixtures(tmp_path: Path) -> None:
     assert "a real loopback port" in result.stdout
 
 
+@pytest.mark.slow
 def test_loading_the_plugin_imports_nothing_heavy(tmp_path: Path) -> None:
     """Every pytest run where entur-oauth is installed loads the plugin: loading it (and the
     entur_oauth package) imports no httpx2, authlib, anyio or cryptography; a fixture's
@@ -436,6 +442,7 @@ def test_loading_the_plugin_imports_nothing_heavy(tmp_path: Path) -> None:
     assert "anyio" in used
 
 
+@pytest.mark.slow
 def test_a_users_pytest_run_that_uses_no_fixture_loads_nothing_heavy(tmp_path: Path) -> None:
     """In a real pytest run of a project that never uses the fixtures, the plugin is loaded
     and neither httpx2, authlib nor cryptography is (anyio's own plugin is turned off, as it

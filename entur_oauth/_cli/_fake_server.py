@@ -19,7 +19,10 @@ FAKE_SERVER_CLIENT_NAME = "local-dev"
 
 
 def run(args: argparse.Namespace, redactor: Redactor) -> int:
-    """Serve the fake until Ctrl+C or SIGTERM; print the variables that point at it."""
+    """Serve the fake until Ctrl+C or SIGTERM; print the variables that point at it.
+
+    The parser has refused a host beyond loopback already, before anything was bound.
+    """
     from ..testing import FakeEntur
     from ..testing._serve import serving
 
@@ -52,8 +55,6 @@ def run(args: argparse.Namespace, redactor: Redactor) -> int:
         raise CommandError(
             EXIT_CONFIG, str(exc), "pip install uvicorn, or --server builtin"
         ) from None
-    except ValueError as exc:
-        raise CommandError(EXIT_CONFIG, str(exc), "Use --host 127.0.0.1 or ::1.") from None
     except OSError as exc:
         raise CommandError(
             EXIT_CONFIG,

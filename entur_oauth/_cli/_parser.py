@@ -6,9 +6,9 @@ import argparse
 import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ._settings import default_cache_path
 
@@ -81,19 +81,30 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, width or _terminal_width())
 
 
-def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
-    """The options every command takes, before or after the command name."""
+def _common_options(*, top_level: bool, client: bool = True) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command name.
+
+    ``client=False`` (``fake-server``, which runs no client) leaves out the options that
+    configure a client; given anyway, they are refused by :class:`_EnturParser`.
+    """
     # Subcommand copies default to SUPPRESS so they never overwrite a value given before
     # the command name (``entur-oauth --verbose token`` and ``entur-oauth token --verbose``).
     default: Any = None if top_level else argparse.SUPPRESS
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, formatter_class=_Formatter)
     group = parser.add_argument_group("common options")
+
+    # Without a client they are hidden, but still parsed, so that the refusal can say why.
+    def client_help(text: str) -> str:
+        return text if client else argparse.SUPPRESS
+
     group.add_argument(
         "--environment",
         metavar="NAME",
         default=default,
-        help="production, staging or dev (default: $ENTUR_ENVIRONMENT, else production); "
-        "with ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL, any name",
+        help=client_help(
+            "production, staging or dev (default: $ENTUR_ENVIRONMENT, else production); "
+            "with ENTUR_TOKEN_URL, ENTUR_AUDIENCE and ENTUR_API_BASE_URL, any name"
+        ),
     )
     group.add_argument(
         "--client-name",
@@ -106,7 +117,7 @@ def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
         metavar="PATH",
         type=Path,
         default=default,
-        help="read the client secret from this file instead of $ENTUR_CLIENT_SECRET",
+        help=client_help("read the client secret from this file instead of $ENTUR_CLIENT_SECRET"),
     )
     # Not an option: a trap that refuses a secret typed on the command line without
     # echoing it (argparse's "unrecognized arguments" message would print it).
@@ -116,8 +127,10 @@ def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
     group.add_argument(
         "--backend",
         choices=("asyncio", "trio"),
-        default="asyncio" if top_level else argparse.SUPPRESS,
-        help="event loop to run on (default: asyncio)",
+        # None at the top level, so that a --backend given before the command name can be
+        # told from no --backend at all; _EnturParser fills in asyncio.
+        default=default,
+        help=client_help("event loop to run on (default: asyncio)"),
     )
     group.add_argument(
         "-v",
@@ -233,12 +246,46 @@ def _request(parser: argparse.ArgumentParser) -> None:
     _cache_options(parser)
 
 
+def _loopback(value: str) -> str:
+    """An argparse type: a loopback address, checked before anything binds a socket."""
+    from .._environments import is_loopback_host
+
+    if not is_loopback_host(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a loopback address: the fake never listens beyond this "
+            "machine. Use 127.0.0.1 or ::1"
+        )
+    return value
+
+
+#: Common options that mean nothing to ``fake-server`` -> why, and what to do instead.
+_NOT_FOR_FAKE_SERVER = {
+    "environment": (
+        "--environment",
+        "the fake is an environment of its own (it prints ENTUR_ENVIRONMENT=fake); "
+        "give --environment to the client you point at Entur instead",
+    ),
+    "client_secret_file": (
+        "--client-secret-file",
+        "the fake has its own credentials (it prints them); drop the option",
+    ),
+    "backend": (
+        "--backend",
+        "the fake runs its server on an event loop of its own; choose the HTTP server "
+        "with --server",
+    ),
+}
+
+
 def _fake_server(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=_port, default=8765, help="port to listen on; 0 picks a free one (8765)"
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="loopback address to listen on (127.0.0.1)"
+        "--host",
+        type=_loopback,
+        default="127.0.0.1",
+        help="loopback address to listen on (127.0.0.1)",
     )
     parser.add_argument(
         "--expires-in",
@@ -269,6 +316,37 @@ _ARGUMENTS = {
 }
 
 
+_N = TypeVar("_N")
+
+
+class _EnturParser(argparse.ArgumentParser):
+    """The top-level parser: after parsing, refuses the options the chosen command does not
+    take (wherever they stood) and fills in the default event loop."""
+
+    @overload
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: None = None
+    ) -> tuple[argparse.Namespace, list[str]]: ...
+    @overload
+    def parse_known_args(
+        self, args: Iterable[str] | None, namespace: _N
+    ) -> tuple[_N, list[str]]: ...
+    @overload
+    def parse_known_args(self, *, namespace: _N) -> tuple[_N, list[str]]: ...
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        """Parse as argparse does (``parse_args`` comes here too), then check the whole."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "command", None) == "fake-server":
+            for dest, (option, why) in _NOT_FOR_FAKE_SERVER.items():
+                if getattr(parsed, dest, None) is not None:
+                    self.error(f"fake-server does not take {option}: {why}.")
+        if getattr(parsed, "backend", None) is None:
+            parsed.backend = "asyncio"
+        return parsed, extras
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Return the argument parser of ``entur-oauth``; ``args.command`` names the command.
 
@@ -276,8 +354,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     (for ``--help``) but not built, which saves most of the parser's cost on every run.
     """
     named = None if argv is None else set(argv)
-    common = _common_options(top_level=False)
-    parser = argparse.ArgumentParser(
+    parser = _EnturParser(
         prog="entur-oauth",
         allow_abbrev=False,
         formatter_class=_Formatter,
@@ -289,7 +366,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "or token endpoint failure, 5 API error. Start with: entur-oauth demo",
     )
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Plain parsers below: the checks of _EnturParser run once, on the whole command line.
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
     for name, add_arguments in _ARGUMENTS.items():
         summary, description = _DESCRIPTIONS[name]
         if named is not None and name not in named:
@@ -298,7 +378,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             allow_abbrev=False,
-            parents=[common],
+            parents=[_common_options(top_level=False, client=name != "fake-server")],
             help=summary,
             description=description,
             formatter_class=_Formatter,
