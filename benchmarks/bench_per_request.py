@@ -5,7 +5,8 @@ batches are interleaved and repeated on asyncio and on trio, and timed on this t
 CPU clock (``time.thread_time``): with no I/O, the client's CPU is the whole cost, and
 time the machine gives other processes is left out. The ratio is the median of the
 per-round ratios ``entur_oauth / bare httpx2``; a second bare client is measured the same
-way as an A/A control that shows the noise. Target: <= 1.10x with public httpx2 APIs only (issue 17, item 2; 1.05x in issue 10).
+way as an A/A control that shows the noise. Target: <= 1.10x with public httpx2 APIs only
+(issue 17, item 2; 1.05x in issue 10).
 """
 
 from __future__ import annotations

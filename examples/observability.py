@@ -93,7 +93,9 @@ async def run(path: str, reader: Any) -> list[Burst]:
         measure("cold start")
         # Into the token's advisory window (the last 10 % of its life): one call renews,
         # the others go on with the current token.
-        lifetime = entur.token["expires_in"]
+        token = entur.token
+        assert token is not None  # the cold start fetched one
+        lifetime = token["expires_in"]
         clock.advance(lifetime * 0.95)
         await _burst(entur, path)
         measure("renewal")
