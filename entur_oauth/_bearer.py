@@ -262,6 +262,11 @@ class EnturBearer(httpx2.Auth):
                 break
             # The token was rejected, or expired mid-flight: it is dropped either way,
             # unless it replaced a rejected token moments ago (the 401-storm guard).
+            # httpx2 reads an answer only after the flow has yielded the next request: read
+            # this one now, or its connection stays taken while a new token is fetched (as
+            # many concurrent 401s as the pool has connections would hold all of them, and
+            # the token request would wait for one until the pool timeout).
+            await response.aread()
             if not await manager.invalidate(token, status=status):
                 telemetry.storm_guard_kept(status, self._environment)
                 detail = STORM

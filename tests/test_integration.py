@@ -49,6 +49,31 @@ async def test_200_concurrent_first_requests_make_one_token_request(
     assert fake.token_count == 1
 
 
+async def test_concurrent_401s_do_not_hold_the_pool_from_the_token_request(
+    loopback_fake: tuple[FakeEntur, str],
+) -> None:
+    """As many concurrent 401s as the pool has connections: each rejected answer gives its
+    connection back before the new token is fetched, so the token request gets one and
+    every call is retried with the new token (it waited for the pool timeout, then failed,
+    when the flow held the answers)."""
+    fake, url = loopback_fake
+    limits = httpx2.Limits(max_connections=4)
+    statuses: list[int] = []
+    async with _client(fake, url, limits=limits, timeout=httpx2.Timeout(10, pool=3)) as client:
+        await client.get("/x")
+        fake.revoke_all()
+
+        async def call() -> None:
+            statuses.append((await client.get("/x")).status_code)
+
+        with anyio.fail_after(8):
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(call)
+    assert statuses == [200] * 4
+    assert fake.token_count == 2
+
+
 async def test_loopback_http_api_gets_the_token_and_other_ports_do_not(
     loopback_fake: tuple[FakeEntur, str],
 ) -> None:
