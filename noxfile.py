@@ -50,11 +50,18 @@ NEWEST_PYTHON = PYTHONS[-1]
 #: run again replaces its own data and no other's); the coverage session combines them.
 COVERAGE_DATA = Path(".nox", "coverage-data").resolve()  # beside the venvs, not in one
 
-#: pytest-xdist: four workers (``ENTUR_TEST_WORKERS`` to change), each test file kept on one
-#: worker, so that a file's session fixtures (Redis clusters, Sentinels) start once. Four on
-#: two cores, as the slow tests mostly wait on processes and servers: the whole suite took
-#: 3.1 min with 4 workers against 6.8 min with 2 on this 2-core machine.
-XDIST = ("-n", os.environ.get("ENTUR_TEST_WORKERS", "4"), "--dist", "loadfile")
+#: pytest-xdist: four workers (``ENTUR_TEST_WORKERS`` to change). Four on two cores, as the
+#: slow tests mostly wait on processes and servers: the whole suite took 3.1 min with 4
+#: workers against 6.8 min with 2 on this 2-core machine.
+WORKERS = ("-n", os.environ.get("ENTUR_TEST_WORKERS", "4"))
+#: The whole suite keeps each test file on one worker, so that a file's session fixtures
+#: (Redis clusters, Sentinels) start once, and the heavy files spread over the workers
+#: (``--dist loadgroup``, slow tests grouped by file and the rest sent to any free worker,
+#: ran several 16-process fleets at once and took longer).
+XDIST = (*WORKERS, "--dist", "loadfile")
+#: The in-process part starts no servers: each test goes to the next free worker, so that
+#: one long file (the soak) does not hold up the session's end.
+IN_PROCESS = (*WORKERS, "--dist", "load", "-m", "not slow")
 
 
 def group(name: str) -> list[str]:
@@ -91,9 +98,9 @@ def tests(session: nox.Session) -> None:
     data = COVERAGE_DATA / session.name
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
-    only = [] if session.python == NEWEST_PYTHON else ["-m", "not slow"]
+    part = XDIST if session.python == NEWEST_PYTHON else IN_PROCESS
     session.run(
-        *("coverage", "run", "-m", "pytest", *only, *XDIST, *session.posargs),
+        *("coverage", "run", "-m", "pytest", *part, *session.posargs),
         # Absolute, so that subprocesses (xdist's workers, the CLI, the examples) started
         # in other folders write their data beside it.
         env={"COVERAGE_FILE": str(data / ".coverage")},

@@ -78,6 +78,7 @@ def _store(kind: str, arg: str) -> Any:
         return RedisTokenStore(arg, cluster=kind == "cluster")
     if kind == "sentinel":
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.retry import Retry
         from redis.sentinel import Sentinel
 
@@ -86,7 +87,12 @@ def _store(kind: str, arg: str) -> Any:
         sentinels = [(host, int(port)) for host, port in (a.split(":") for a in arg.split(","))]
         # Any: redis-py annotates Sentinel only in its newest releases.
         sentinel = cast(Any, Sentinel)(sentinels, socket_timeout=0.5)
-        primary = sentinel.master_for(SERVICE, socket_timeout=0.5, retry=Retry(NoBackoff(), 1))
+        primary = sentinel.master_for(
+            SERVICE,
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],  # as docs/many-workers.md shows it
+        )
         return RedisTokenStore(primary, lease_ttl=LEASE_TTL, wait_timeout=WAIT_TIMEOUT)
     return None  # the default: this process's MemoryTokenStore
 

@@ -73,7 +73,7 @@ def run(quick: bool = False) -> FigureResult:
     """Measure on both backends and return the rows and per-round samples."""
     # 60 rounds: per-round ratios scatter by a few percent on this shared machine; the
     # median of 25 moved by up to +-1.6 points between runs, of 60 by about +-0.7.
-    rounds, batch = (9, 300) if quick else (60, 400)
+    rounds, batch = (3, 100) if quick else (60, 400)  # quick: a smoke check
     result = FigureResult(rows=[])
     for backend in BACKENDS:
         log(f"per_request: {backend}, {rounds} rounds x {batch} requests x 4 clients")

@@ -28,6 +28,7 @@ within the client's socket timeout (which the store therefore requires); see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -157,6 +158,10 @@ class RedisTokenStore:
         check_clock("RedisTokenStore", clock)
         self.clock: Clock = SystemClock() if clock is None else clock
         self._connect, self._where = _connector(url_or_client, cluster, socket_timeout)
+        # A client made from a URL is the store's own, and is closed when the store is
+        # collected: redis-py 5 keeps a connection's socket in a reference cycle, which the
+        # garbage collector would finalize with a ResourceWarning (an error under -W error).
+        self._owns_client = not isinstance(url_or_client, redis.Redis | RedisCluster)
         self._connected: _Connected | None = None
         self._connect_guard = threading.Lock()
         # The value each key held at this store's latest get(): a waiter for the lease that
@@ -176,6 +181,8 @@ class RedisTokenStore:
         with self._connect_guard:
             if self._connected is None:
                 client = self._connect()
+                if self._owns_client:
+                    weakref.finalize(self, _close_quietly, client)
                 self._connected = _Connected(
                     client,
                     client.register_script(_COMPARE_AND_DELETE),
@@ -303,6 +310,12 @@ class _Connected(NamedTuple):
     compare_and_pexpire: Script
 
 
+def _close_quietly(client: redis.Redis | RedisCluster) -> None:
+    """Close a store's own client (its pooled sockets) when the store is collected."""
+    with contextlib.suppress(Exception):  # at collection there is no one to tell
+        client.close()
+
+
 def slot_keys(key: str) -> tuple[str, str]:
     """Return the Redis keys (token, lease) for store key ``key``, in one hash slot.
 
@@ -406,7 +419,9 @@ def _url_connector(
     parsed = [_parse_url(url) for url in urls]
     url, kwargs = urls[0], parsed[0]
     if not cluster:
-        client = redis.Redis.from_url(url, **options)
+        # redis-py < 6 retries only the errors named in retry_on_error, whatever the
+        # Retry object supports; later versions take the Retry's errors.
+        client = redis.Redis.from_url(url, retry_on_error=[RedisConnectionError], **options)
         return lambda: client, _describe(client.connection_pool.connection_kwargs)
     for each in parsed:
         if "path" in each or each.get("db", 0) != 0:

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -167,6 +167,34 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def fake() -> FakeEntur:
     """A fresh fake Entur, used in-process through ``fake.client()``."""
     return FakeEntur()
+
+
+_REDIS_CLIENTS: list[Any] = []
+_C = TypeVar("_C")
+
+
+def closed_after_test(client: _C) -> _C:
+    """Close a Redis client (or a ``Sentinel``'s clients) that a test made, when it ends.
+
+    A test that hands the store its own client owns it, and redis-py 5 keeps a
+    connection's socket in a reference cycle: left to the garbage collector, it is closed
+    later, in some other test, with a ResourceWarning (an error here).
+    """
+    _REDIS_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_redis_clients() -> Iterator[None]:
+    yield
+    while _REDIS_CLIENTS:
+        client = _REDIS_CLIENTS.pop()
+        for each in getattr(client, "sentinels", None) or [client]:  # a Sentinel: its own
+            each.close()
+            # close() leaves a pool it was handed (master_for's) open: disconnect it too.
+            pool = getattr(each, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect()
 
 
 def free_port() -> int:

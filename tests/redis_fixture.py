@@ -382,7 +382,11 @@ class SentinelGroup:
             host_port = sentinel.discover_master(SERVICE)  # type: ignore[no-untyped-call]
             return bool(host_port[1] == self.replica.port)
 
-        wait_until(promoted, "the failover")
+        try:
+            wait_until(promoted, "the failover")
+        finally:
+            for client in sentinel.sentinels:
+                client.close()
 
     def stop(self) -> None:
         """Stop the sentinels, then the servers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,12 +15,17 @@ pytestmark = pytest.mark.slow
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
+#: The runner's environment, without coverage's subprocess patch: what the benchmarks run
+#: the other tests cover, and under coverage's tracing each run takes several times longer.
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS_")}
+
 
 def test_quick_run_prints_and_writes_the_table(tmp_path: Path) -> None:
     """``run.py --quick --only per_request`` prints the results table, one row per event
     loop with a ratio and a verdict, and writes the same table to RESULTS.md."""
     proc = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--only", "per_request", "--out", str(tmp_path)],
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=120,
@@ -45,6 +51,7 @@ def test_unknown_figure_is_refused(tmp_path: Path) -> None:
     """A misspelt ``--only`` figure stops the runner with a usage error naming the choices."""
     proc = subprocess.run(
         [sys.executable, str(RUN), "--only", "per_requests", "--out", str(tmp_path)],
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=60,
@@ -62,6 +69,7 @@ def test_quick_startup_figure_has_a_row_per_target(tmp_path: Path) -> None:
     both floors: wall clock (the target) and CPU time (timings are not judged here)."""
     proc = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--only", "startup", "--out", str(tmp_path)],
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=300,

@@ -20,7 +20,7 @@ from entur_oauth._redis_store import slot_keys
 from entur_oauth.testing import FakeEntur
 
 from .conftest import LoopbackServer
-from .fleet_worker import GateTokenRequests, Worker, run_fleet
+from .fleet_worker import MEASURED, GateTokenRequests, Worker, run_fleet
 
 if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
     from .redis_fixture import Cluster, SentinelGroup
@@ -175,7 +175,7 @@ def test_sentinel_primary_killed_mid_fetch_then_a_new_fleet(
     gate = GateTokenRequests(fake)
     with LoopbackServer(gate) as server:
         configs = sentinel_configs(fake, server.url, group)
-        workers = [Worker(config) for config in configs]
+        workers = [Worker(config, measured=i < MEASURED) for i, config in enumerate(configs)]
         try:
             for worker in workers:
                 worker.wait_ready()

@@ -21,6 +21,8 @@ from entur_oauth._codec import store_key
 from entur_oauth._redis_store import slot_keys
 from entur_oauth.testing import FakeEntur
 
+from .conftest import closed_after_test
+
 if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
     from .redis_fixture import Cluster, SentinelGroup
 
@@ -215,9 +217,13 @@ def sentinel_store(group: SentinelGroup) -> RedisTokenStore:
 
     sentinel = Sentinel(group.addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
     primary = sentinel.master_for(  # type: ignore[no-untyped-call]
-        SERVICE, socket_timeout=0.5, retry=Retry(NoBackoff(), 1), client_name="entur-oauth"
+        SERVICE,
+        socket_timeout=0.5,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[redis.exceptions.ConnectionError],
+        client_name="entur-oauth",
     )
-    return RedisTokenStore(primary)
+    return RedisTokenStore(closed_after_test(primary))
 
 
 async def test_sentinel_primary_shares_one_fetch(
@@ -249,8 +255,8 @@ async def test_after_a_failover_the_replicated_token_is_still_used(
     failover = time.monotonic() - killed
     async with fake.client(token_store=store) as client:
         assert await call(client) == 200
-    assert fake.token_count == 1
     assert store_warnings(caplog) == []
+    assert fake.token_count == 1
     print(f"\nsentinel failover took {failover:.2f} s")
 
 
@@ -275,8 +281,8 @@ async def test_after_a_failover_a_token_the_replica_never_got_is_fetched_once(
     for _ in range(2):
         async with fake.client(token_store=store) as client:
             assert await call(client) == 200
-    assert fake.token_count == 2  # the lost token's, then one for everyone after
     assert store_warnings(caplog) == []
+    assert fake.token_count == 2  # the lost token's, then one for everyone after
 
 
 # -- the README's ACL lines ----------------------------------------------------------------
@@ -321,13 +327,15 @@ def acl_store(topology: str, request: pytest.FixtureRequest) -> RedisTokenStore:
     if topology == "cluster":
         client = RedisCluster.from_url(url, socket_timeout=1)
     elif topology == "sentinel":
-        sentinel = Sentinel(group.addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
+        sentinel = closed_after_test(Sentinel(group.addresses, socket_timeout=0.5))  # type: ignore[no-untyped-call]
         client = sentinel.master_for(  # type: ignore[no-untyped-call]
             "entur", username=ACL_USER, password=ACL_PASSWORD, socket_timeout=0.5
         )
     else:
         client = redis.Redis.from_url(url, socket_timeout=1)
-    return RedisTokenStore(client, lease_ttl=0.3, wait_timeout=10, poll_interval=0.02)
+    return RedisTokenStore(
+        closed_after_test(client), lease_ttl=0.3, wait_timeout=10, poll_interval=0.02
+    )
 
 
 def drop_acl_user(port: int) -> None:

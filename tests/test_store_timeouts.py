@@ -30,6 +30,7 @@ from entur_oauth._redis_store import slot_keys
 from entur_oauth.testing import FakeEntur
 
 from ._faults import eventually
+from .conftest import closed_after_test
 from .silent_server import SilentServer
 
 if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
@@ -86,7 +87,7 @@ async def test_a_redis_that_never_answers_cannot_outlast_the_callers_timeout(
 ) -> None:
     """Each store call on a client whose own timeout is longer than the caller's returns
     on the caller's timeout; once the partition heals, the same store works."""
-    client = redis.Redis.from_url(silent.url, socket_timeout=SOCKET_TIMEOUT)
+    client = closed_after_test(redis.Redis.from_url(silent.url, socket_timeout=SOCKET_TIMEOUT))
     store = RedisTokenStore(client, wait_timeout=60)
     elapsed = await times_out(lambda: operation(name, store))
     assert elapsed < 3.0
@@ -102,11 +103,13 @@ async def test_a_redis_that_never_answers_cannot_outlast_the_callers_timeout(
 def sentinel_client(port: int) -> redis.Redis:
     """A Sentinel-managed primary through one sentinel on ``port``, as the README makes it
     but with timeouts longer than the caller's."""
-    sentinel = Sentinel([("127.0.0.1", port)], socket_timeout=SOCKET_TIMEOUT)  # type: ignore[no-untyped-call]
+    sentinel = closed_after_test(
+        Sentinel([("127.0.0.1", port)], socket_timeout=SOCKET_TIMEOUT)  # type: ignore[no-untyped-call]
+    )
     primary: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         "entur", socket_timeout=SOCKET_TIMEOUT, retry=Retry(NoBackoff(), 1)
     )
-    return primary
+    return closed_after_test(primary)
 
 
 @pytest.mark.slow
@@ -160,7 +163,9 @@ async def test_the_shielded_lease_release_does_not_hang_a_cancelled_caller(
     """Redis freezes while this store holds the lease; the caller's timeout fires: the
     release (shielded, so that a cancelled holder hands the lease back) waits only a
     moment, and goes on in its thread, which releases the lease once Redis thaws."""
-    client = redis.Redis.from_url(own_redis_server.url, socket_timeout=SOCKET_TIMEOUT)
+    client = closed_after_test(
+        redis.Redis.from_url(own_redis_server.url, socket_timeout=SOCKET_TIMEOUT)
+    )
     store = RedisTokenStore(client, lease_ttl=60)
     lease_key = slot_keys("k")[1]
 
@@ -186,7 +191,9 @@ async def test_a_lease_taken_after_its_caller_left_is_released_by_the_thread(
     """The caller gives up while its lease request sits in a frozen Redis; Redis thaws and
     grants it to the abandoned thread, which releases it at once: the fleet does not wait
     out lease_ttl for a lease nobody holds."""
-    client = redis.Redis.from_url(own_redis_server.url, socket_timeout=SOCKET_TIMEOUT)
+    client = closed_after_test(
+        redis.Redis.from_url(own_redis_server.url, socket_timeout=SOCKET_TIMEOUT)
+    )
     store = RedisTokenStore(client, lease_ttl=60)
     lease_key = slot_keys("k")[1]
     granted = threading.Event()
