@@ -629,3 +629,30 @@ def test_a_database_that_is_not_a_number_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="database in the URL must be a number"):
         RedisTokenStore("redis://127.0.0.1:1/abc")
     assert "db=3" in repr(RedisTokenStore("redis://127.0.0.1:1/3"))
+
+
+def _connections(raw: redis.Redis, name: str) -> int:
+    """How many connections named ``name`` Redis has open."""
+    return sum(1 for c in raw.client_list() if c.get("name") == name)
+
+
+@pytest.mark.slow
+async def test_a_store_closes_the_client_it_made_when_collected_not_one_handed_in(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """A store made from a URL closes its own client's connections once it is collected;
+    a client handed in is the caller's and stays open."""
+    import gc
+
+    own = RedisTokenStore(f"{redis_url}?client_name=own-store")
+    handed = redis.Redis.from_url(redis_url, socket_timeout=1, client_name="handed-in")
+    other = RedisTokenStore(handed)
+    for store in (own, other):
+        await store.set("k", b"sealed", ttl=60)
+    assert _connections(raw, "own-store") == 1
+    assert _connections(raw, "handed-in") == 1
+    del own, other, store
+    gc.collect()
+    await eventually(lambda: _connections(raw, "own-store") == 0, within=5)
+    assert _connections(raw, "handed-in") == 1
+    handed.close()
